@@ -1,0 +1,88 @@
+"""The model contract as typed data: what the service reads from an ONNX file's metadata_props.
+
+training/export.py writes these keys (see DESIGN.md); ``ModelSpec.from_metadata`` validates
+them, so a model that breaks the contract is refused at start with a sentence naming the problem.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import ModelError
+
+REQUIRED_KEYS = ("labels", "input", "layers", "temperature", "version")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    height: int
+    width: int
+    channels: int
+    mode: Literal["L", "RGB"]
+    resize: Literal["pad", "crop", "stretch"]
+    background: Literal["dark", "light"] | None
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    output: str  # "features/<name>"
+    name: str
+    kind: Literal["conv", "pool"]
+    kernel: int
+    stride: int
+    padding: int
+    channels: int
+    height: int
+    width: int
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    labels: list[str]
+    input: InputSpec
+    layers: list[LayerSpec]
+    temperature: float
+    version: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    created: str | None = None
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+    def layer(self, name: str) -> LayerSpec | None:
+        return next((ly for ly in self.layers if name in (ly.name, ly.output)), None)
+
+    @classmethod
+    def from_metadata(cls, name: str, props: dict[str, str], path: object = None) -> ModelSpec:
+        where = path or name
+        missing = [k for k in REQUIRED_KEYS if k not in props]
+        if missing:
+            raise ModelError(where, f"metadata lacks {', '.join(missing)} (not a convscope model)")
+        try:
+            meta = {k: json.loads(v) for k, v in props.items()}
+        except json.JSONDecodeError as e:
+            raise ModelError(where, f"metadata is not JSON ({e})") from e
+        try:
+            inp = InputSpec(**meta["input"])
+            layers = [LayerSpec(**ly) for ly in meta["layers"]]
+        except TypeError as e:
+            raise ModelError(where, f"metadata input/layers malformed ({e})") from e
+        if inp.mode not in ("L", "RGB") or inp.channels != (1 if inp.mode == "L" else 3):
+            raise ModelError(where, f"input mode {inp.mode!r} with {inp.channels} channels")
+        if inp.resize not in ("pad", "crop", "stretch"):
+            raise ModelError(where, f"unknown resize policy {inp.resize!r}")
+        labels = meta["labels"]
+        if not isinstance(labels, list) or not labels:
+            raise ModelError(where, "labels must be a non-empty list")
+        return cls(
+            name=name,
+            labels=[str(x) for x in labels],
+            input=inp,
+            layers=layers,
+            temperature=float(meta["temperature"]),
+            version=str(meta["version"]),
+            metrics=meta.get("metrics", {}),
+            created=meta.get("created"),
+            recipe=meta.get("recipe", {}),
+        )

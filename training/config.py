@@ -1,0 +1,42 @@
+"""Every training default in one place, with the reason for it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "fashion-mnist"  # fashion-mnist | mnist | cifar10 | folder:PATH
+    data_dir: str | None = None  # default: the Debian package's folder, then the download cache
+    image_size: int = 28  # folder data sets are resized to this square size
+    preset: str = "default"  # nets.PRESETS
+    dropout: float = 0.0
+    epochs: int = 30  # ~94 % on Fashion-MNIST for the default preset
+    time_budget: float | None = None  # seconds; stop before an epoch that would overrun it
+    batch_size: int = 128
+    lr: float = 3e-3  # OneCycle peak for AdamW
+    weight_decay: float = 5e-2  # AdamW's decoupled decay
+    label_smoothing: float = 0.1  # smoother logits; temperature scaling corrects the calibration
+    crop_pad: int = 2  # random-crop padding in pixels (28x28 objects move by up to 2 px)
+    flip: bool | None = None  # None: the data set decides (no flips for digits)
+    val_size: int = 5000  # held out of the training set for model selection and calibration
+    limit_train: int | None = None  # use only the first N training images (tests, dry runs)
+    limit_test: int | None = None
+    seed: int = 0
+    threads: int | None = None  # torch intra-op threads on CPU; None = PyTorch's choice
+    out_dir: str = "runs/fashion-mnist"
+    resume: bool = False  # continue from out_dir/last.pt
+    allow_download: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+DRY_RUN = dict(epochs=1, limit_train=2000, limit_test=1000, val_size=500, preset="small")

@@ -1,0 +1,216 @@
+"""Export a checkpoint to the self-describing ONNX model of DESIGN.md: export, full check, parity.
+
+The graph takes the service's uint8 NHWC pixels and does scaling, normalisation, the layout
+change and the temperature itself, so training and serving cannot disagree about them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import platform
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from .config import TrainConfig
+from .nets import ConvNet, layer_names
+from .train import load_checkpoint
+
+log = logging.getLogger("training.export")
+OPSET = 18
+PARITY_TOLERANCE = 1e-5
+
+
+class ServingWrapper(nn.Module):
+    """uint8 [N,H,W,C] -> probabilities, logits, features/<layer>..., cam."""
+
+    def __init__(self, net: ConvNet, mean: list[float], std: list[float], temperature: float):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = image.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+        x = (x - self.mean) / self.std
+        features = self.net.forward_features(x)
+        last = list(features.values())[-1]
+        logits = self.net.forward_head(last)
+        probabilities = torch.softmax(logits / self.temperature, dim=1)
+        cam = self.net.class_activation_maps(last)
+        return (probabilities, logits, *features.values(), cam)
+
+
+def output_names(net: ConvNet) -> list[str]:
+    names = [name for name, _ in net.stages.named_children()]
+    return ["probabilities", "logits", *[f"features/{n}" for n in names], "cam"]
+
+
+def layer_specs(net: ConvNet, height: int, width: int, channels: int) -> list[dict[str, Any]]:
+    """Kernel, stride, padding and output shape for every features/* output."""
+    with torch.no_grad():
+        feats = net.eval().forward_features(torch.zeros(1, channels, height, width))
+    specs = []
+    for (name, stage), value in zip(net.stages.named_children(), feats.values()):
+        k = stage.kernel_size if hasattr(stage, "kernel_size") else stage.kernel
+        specs.append(
+            {
+                "output": f"features/{name}",
+                "name": name,
+                "kind": stage.kind,
+                "kernel": int(k if isinstance(k, int) else k[0]),
+                "stride": int(stage.stride if isinstance(stage.stride, int) else stage.stride[0]),
+                "padding": int(
+                    stage.padding if isinstance(stage.padding, int) else stage.padding[0]
+                ),
+                "channels": int(value.shape[1]),
+                "height": int(value.shape[2]),
+                "width": int(value.shape[3]),
+            }
+        )
+    return specs
+
+
+RESIZE_POLICY = {"fashion-mnist": "pad", "mnist": "pad", "cifar10": "crop"}
+
+
+def build_metadata(ckpt: dict[str, Any], net: ConvNet, version: str) -> dict[str, Any]:
+    data = ckpt["data"]
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    history = ckpt.get("history", [])
+    calibration = ckpt.get("calibration", {"temperature": 1.0})
+    return {
+        "labels": data["labels"],
+        "input": {
+            "height": data["height"],
+            "width": data["width"],
+            "channels": data["channels"],
+            "mode": data["mode"],
+            "resize": RESIZE_POLICY.get(data["dataset"], "stretch"),
+            "background": data.get("background"),
+        },
+        "layers": layer_specs(net, data["height"], data["width"], data["channels"]),
+        "temperature": calibration["temperature"],
+        "metrics": {"dataset": data["dataset"], "calibration": calibration},
+        "version": version,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "recipe": {
+            "architecture": ckpt["model_args"],
+            "parameters": sum(p.numel() for p in net.parameters()),
+            "normalization": {"mean": data["mean"], "std": data["std"]},
+            "training": cfg.to_dict(),
+            "command": training_command(cfg),
+            "epochs_run": len(history),
+            "best_epoch": ckpt.get("epoch"),
+            "train_seconds": round(sum(h["seconds"] for h in history), 1),
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
+            f"torch {torch.__version__}",
+        },
+    }
+
+
+def training_command(cfg: TrainConfig) -> str:
+    """The `python -m training train` command line that reproduces cfg."""
+    default = TrainConfig().to_dict()
+    args = []
+    for k, v in cfg.to_dict().items():
+        if v != default[k] and k not in ("resume",):
+            flag = "--" + k.replace("_", "-")
+            args.append(flag if v is True else f"--no-{flag[2:]}" if v is False else f"{flag} {v}")
+    return " ".join(["python -m training train", *args])
+
+
+def set_metadata(model: onnx.ModelProto, metadata: dict[str, Any]) -> None:
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=json.dumps(value))
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    model = onnx.load(str(path), load_external_data=False)
+    return {p.key: json.loads(p.value) for p in model.metadata_props}
+
+
+def export_onnx(net: ConvNet, ckpt: dict[str, Any], out: Path, version: str = "1.0.0") -> Path:
+    data = ckpt["data"]
+    temperature = ckpt.get("calibration", {}).get("temperature", 1.0)
+    wrapper = ServingWrapper(net, data["mean"], data["std"], temperature).eval()
+    example = torch.zeros(2, data["height"], data["width"], data["channels"], dtype=torch.uint8)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    names = output_names(net)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.onnx.export(
+        wrapper,
+        (example,),
+        input_names=["image"],
+        output_names=names,
+        dynamic_shapes={"image": {0: batch}},
+        opset_version=OPSET,
+        dynamo=True,
+        external_data=False,
+        optimize=True,
+        verbose=False,
+    )
+    wrapper.eval()  # export may leave submodules in training mode
+    model = program.model_proto
+    set_metadata(model, build_metadata(ckpt, net, version))
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save_model(model, str(out), save_as_external_data=False)
+    return out
+
+
+def parity(wrapper: nn.Module, model_path: Path, images: np.ndarray) -> dict[str, float]:
+    """Max abs difference between PyTorch and onnxruntime for every output."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    got = session.run(names, {"image": images})
+    with torch.no_grad():
+        want = wrapper.eval()(torch.from_numpy(images))
+    return {n: float(np.abs(g - w.numpy()).max()) for n, g, w in zip(names, got, want)}
+
+
+def export_command(args: argparse.Namespace) -> None:
+    from .data import load_dataset
+    from .evaluate import evaluate_model, write_card
+
+    net, ckpt = load_checkpoint(args.checkpoint)
+    out = Path(args.out)
+    export_onnx(net, ckpt, out, args.version)
+    ds = load_dataset(ckpt["data"]["dataset"], args.data_dir or ckpt["config"].get("data_dir"),
+                      ckpt["config"].get("image_size", 28))  # fmt: skip
+    data = ckpt["data"]
+    temperature = ckpt.get("calibration", {}).get("temperature", 1.0)
+    wrapper = ServingWrapper(net, data["mean"], data["std"], temperature)
+    diffs = parity(wrapper, out, ds.test_x[:256])
+    worst = diffs["probabilities"]
+    log.info("parity on 256 test images: max |dp| = %.2e (all outputs: %s)", worst,
+             {k: f"{v:.1e}" for k, v in diffs.items()})  # fmt: skip
+    if worst > PARITY_TOLERANCE:
+        raise SystemExit(f"parity check failed: max |dp| {worst:.2e} > {PARITY_TOLERANCE}")
+    curves = Path(args.checkpoint).parent / "curves.png"
+    if curves.exists():
+        shutil.copy(curves, out.parent / "curves.png")
+    if not args.no_evaluate:
+        result = evaluate_model(out, ds.test_x, ds.test_y, out.parent)
+        model = onnx.load(str(out))
+        meta = {p.key: json.loads(p.value) for p in model.metadata_props}
+        meta["metrics"].update(result.summary())
+        set_metadata(model, meta)
+        onnx.save_model(model, str(out), save_as_external_data=False)
+        write_card(out, result)
+    if args.int8:
+        from .quantize import quantize_int8
+
+        quantize_int8(out, ds.train_x[:512], ds.test_x, ds.test_y)
+    print(f"exported {out} ({out.stat().st_size / 1e6:.2f} MB)")
