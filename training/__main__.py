@@ -20,9 +20,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         if isinstance(value, bool) or f.name == "flip":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
         else:
-            kind = {"int": int, "float": float}.get(
-                str(f.type).replace(" | None", ""), str
-            )
+            kind = {"int": int, "float": float}.get(str(f.type).replace(" | None", ""), str)
             p.add_argument(flag, type=kind, default=value, help=f"default: {value}")
     p.add_argument("--dry-run", action="store_true", help=f"tiny run: {DRY_RUN}")
 

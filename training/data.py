@@ -1,4 +1,4 @@
-"""Data sets as uint8 NHWC arrays: IDX (MNIST family), CIFAR-10, image folders; splits; augmentation.
+"""Data sets as uint8 NHWC arrays: IDX (MNIST family), CIFAR-10, image folders; splits, augmentation.
 
 Everything stays uint8 until a batch is drawn: scaling and normalisation live in the network's
 serving wrapper (export.py) and in ``to_input`` here, from the same mean/std.
@@ -157,7 +157,9 @@ def load_idx_dataset(name: str, data_dir: Path | None, allow_download: bool = Tr
     found = next((d for d in candidates if all((d / f).exists() for f in IDX_FILES.values())), None)
     if found is None:
         if not allow_download or data_dir:
-            hint = "apt-get install -y dataset-fashion-mnist, or " if name == "fashion-mnist" else ""
+            hint = (
+                "apt-get install -y dataset-fashion-mnist, or " if name == "fashion-mnist" else ""
+            )
             where = data_dir or " or ".join(str(c) for c in candidates)
             raise DataError(f"{name}: IDX files not found in {where}; {hint}pass --data-dir DIR")
         found = CACHE_DIR / name
@@ -264,7 +266,7 @@ def load_folder(
     y = np.asarray(targets, dtype=np.int64)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x))
-    n_test = max(1, int(round(len(x) * test_fraction))) if len(x) > 4 else 0
+    n_test = max(1, round(len(x) * test_fraction)) if len(x) > 4 else 0
     test, train = order[:n_test], order[n_test:]
     return DataSet(
         name=f"folder:{path}",

@@ -112,8 +112,8 @@ def plot_confusion(result: EvalResult, path: Path) -> None:
             share = cm[i, j] / max(cm[i].sum(), 1)
             ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
                     color="white" if share > 0.5 else "black")  # fmt: skip
-    ax.set(xlabel="predicted", ylabel="true",
-           title=f"Confusion matrix ({result.size} test images, {100 * result.accuracy:.2f} %)")  # fmt: skip
+    title = f"Confusion matrix ({result.size} test images, {100 * result.accuracy:.2f} %)"
+    ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -162,7 +162,8 @@ def write_card(model_path: Path, result: EvalResult) -> Path:
         "```",
         "",
         "## Model",
-        f"- Input: uint8 `[N, {inp['height']}, {inp['width']}, {inp['channels']}]` ({inp['mode']}), "
+        f"- Input: uint8 `[N, {inp['height']}, {inp['width']}, {inp['channels']}]` "
+        f"({inp['mode']}), "
         f"resize `{inp['resize']}`, background `{inp['background']}`; scaling, normalisation "
         "(mean {m}, std {s}) and the temperature are inside the graph.".format(
             m=recipe.get("normalization", {}).get("mean"),

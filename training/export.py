@@ -12,6 +12,7 @@ import json
 import logging
 import platform
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from .config import TrainConfig
-from .nets import ConvNet, layer_names
+from .nets import ConvNet
 from .train import load_checkpoint
 
 log = logging.getLogger("training.export")
@@ -148,18 +149,21 @@ def export_onnx(net: ConvNet, ckpt: dict[str, Any], out: Path, version: str = "1
     out.parent.mkdir(parents=True, exist_ok=True)
     names = output_names(net)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.onnx.export(
-        wrapper,
-        (example,),
-        input_names=["image"],
-        output_names=names,
-        dynamic_shapes={"image": {0: batch}},
-        opset_version=OPSET,
-        dynamo=True,
-        external_data=False,
-        optimize=True,
-        verbose=False,
-    )
+    with warnings.catch_warnings():
+        # torch's exporter trips over its own deprecations (LeafSpec); nothing for users to act on
+        warnings.simplefilter("ignore", FutureWarning)
+        program = torch.onnx.export(
+            wrapper,
+            (example,),
+            input_names=["image"],
+            output_names=names,
+            dynamic_shapes={"image": {0: batch}},
+            opset_version=OPSET,
+            dynamo=True,
+            external_data=False,
+            optimize=True,
+            verbose=False,
+        )
     wrapper.eval()  # export may leave submodules in training mode
     model = program.model_proto
     set_metadata(model, build_metadata(ckpt, net, version))

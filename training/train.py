@@ -1,5 +1,5 @@
-"""The training loop: AdamW + OneCycle, label smoothing, augmentation on tensors, checkpoints, resume,
-a time budget, temperature calibration, curves; DistributedDataParallel under torchrun."""
+"""The training loop: AdamW + OneCycle, label smoothing, augmentation on tensors, checkpoints,
+resume, a time budget, temperature calibration, curves; DistributedDataParallel under torchrun."""
 
 from __future__ import annotations
 
@@ -66,7 +66,10 @@ def _param_groups(net: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     # No decay on BatchNorm scales and biases: decaying them only fights the normalisation.
     decay = [p for p in net.parameters() if p.ndim > 1]
     no_decay = [p for p in net.parameters() if p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0},
+    ]
 
 
 def plot_curves(history: list[dict[str, float]], path: Path) -> None:
