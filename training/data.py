@@ -1,4 +1,4 @@
-"""Data sets as uint8 NHWC arrays: IDX (MNIST family), CIFAR-10, image folders; splits, augmentation.
+"""Data sets as uint8 NHWC arrays: IDX (MNIST family), CIFAR-10, image folders; splits; augment.
 
 Everything stays uint8 until a batch is drawn: scaling and normalisation live in the network's
 serving wrapper (export.py) and in ``to_input`` here, from the same mean/std.

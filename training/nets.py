@@ -1,4 +1,4 @@
-"""The CNN: small named blocks (conv + BatchNorm + ReLU, max pooling), a global-average-pooling head.
+"""The CNN: small named blocks (conv + BatchNorm + ReLU, max pooling) and a GAP head.
 
 The network is described by plain data (``model_args``), so a checkpoint can rebuild it and the
 exporter can name one ONNX output per stage without hooks.
