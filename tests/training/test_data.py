@@ -105,3 +105,68 @@ def test_augment_crops_and_flips_deterministically() -> None:
         for f in ([], [1])
     }
     assert all(a[n].numpy().tobytes() in windows for n in range(2))
+
+
+def _serve(folder: Path):
+    """A real HTTP server on loopback serving `folder` (the download path without the internet)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_download_verifies_checksums(tiny_idx_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    from training import data
+
+    server = _serve(tiny_idx_dir)
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/"
+        sums = {f.name: data.md5sum(f) for f in tiny_idx_dir.iterdir()}
+        monkeypatch.setattr(data, "CACHE_DIR", tmp_path / "cache")
+        monkeypatch.setitem(data.IDX_SOURCES, "mnist", (url, sums))
+        ds = load_dataset("mnist")
+        assert ds.train_x.shape == (3000, 28, 28, 1)
+        assert ds.source == str(tmp_path / "cache" / "mnist")
+        # a corrupted download is refused and not left in the cache
+        bad = dict(sums, **{"t10k-labels-idx1-ubyte.gz": "0" * 32})
+        monkeypatch.setitem(data.IDX_SOURCES, "mnist", (url, bad))
+        monkeypatch.setattr(data, "CACHE_DIR", tmp_path / "cache2")
+        with pytest.raises(DataError, match="checksum mismatch"):
+            load_dataset("mnist")
+        assert not (tmp_path / "cache2" / "mnist" / "t10k-labels-idx1-ubyte.gz").exists()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_offline_download_says_what_to_do(tmp_path: Path, monkeypatch) -> None:
+    from training import data
+
+    monkeypatch.setattr(data, "CACHE_DIR", tmp_path)
+    monkeypatch.setitem(data.IDX_SOURCES, "mnist", ("http://127.0.0.1:9/", {"x.gz": "0"}))
+    with pytest.raises(DataError, match=r"mnist: not on disk and cannot download .*--data-dir"):
+        load_dataset("mnist")
+
+
+def test_cifar10_reader_on_a_generated_archive(tmp_path: Path) -> None:
+    import pickle
+    import tarfile
+
+    rng = np.random.default_rng(0)
+    src = tmp_path / "src" / "cifar-10-batches-py"
+    src.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8),
+                 b"labels": list(rng.integers(0, 10, 4))}  # fmt: skip
+        (src / name).write_bytes(pickle.dumps(batch))
+    with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(src, arcname="cifar-10-batches-py")
+    ds = load_dataset("cifar10", tmp_path, allow_download=False)
+    assert ds.mode == "RGB" and ds.train_x.shape == (20, 32, 32, 3) and ds.test_x.shape[0] == 4
+    first = pickle.loads((src / "data_batch_1").read_bytes())[b"data"][0]
+    np.testing.assert_array_equal(ds.train_x[0, :, :, 0].ravel(), first[:1024])  # red plane
