@@ -1,0 +1,91 @@
+"""Prometheus metrics, one set per app (its own CollectorRegistry, so two apps never collide).
+
+The HTTP side is recorded by ``MetricsMiddleware`` (route *template*, never the raw path, so the
+label set stays small); the model side by the runtime after each onnxruntime call.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "convscope_http_requests",
+            "HTTP requests by method, route template and status code.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "convscope_http_request_duration_seconds",
+            "Time from request start to the end of the response, by route template.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inference = Histogram(
+            "convscope_inference_seconds",
+            "Time of one onnxruntime call (a whole batch).",
+            ["model"],
+            buckets=INFERENCE_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "convscope_batch_size",
+            "Pictures per onnxruntime call.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.pictures = Counter(
+            "convscope_pictures",
+            "Pictures run through a model.",
+            ["model"],
+            registry=self.registry,
+        )
+
+    def observe_batch(self, model: str, pictures: int, seconds: float) -> None:
+        self.inference.labels(model).observe(seconds)
+        self.batch_size.labels(model).observe(pictures)
+        self.pictures.labels(model).inc(pictures)
+
+
+def route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "<unmatched>"
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request by route template and status, and times it."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route, method = route_template(scope), scope["method"]
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.latency.labels(method, route).observe(time.perf_counter() - start)

@@ -1,0 +1,169 @@
+"""One shared onnxruntime session per model, run off the event loop, with request batching.
+
+Pictures from concurrent requests that ask for the same outputs are stacked into one
+``session.run`` (up to ``max_batch`` pictures). A picture that reaches an idle model runs at
+once: the batch wait (``batch_delay_ms``, counted from the oldest queued picture) only applies
+to pictures that queued behind a running batch, i.e. when there is load to group. onnxruntime
+computes only the outputs asked for, so plain classification pays nothing for feature maps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+    from .metrics import Metrics
+
+INPUT_NAME = "image"
+
+
+def open_session(
+    path: Path, providers: Sequence[str], intra_op_threads: int = 0
+) -> onnxruntime.InferenceSession:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = intra_op_threads
+    options.log_severity_level = 3  # errors only: no provider chatter on stderr
+    return onnxruntime.InferenceSession(str(path), sess_options=options, providers=list(providers))
+
+
+@dataclass(eq=False)
+class _Job:
+    pixels: np.ndarray
+    outputs: tuple[str, ...]
+    future: asyncio.Future[dict[str, np.ndarray]]
+    queued_at: float = field(default_factory=time.monotonic)
+    behind_run: bool = False  # queued while a batch was running: load, worth a short wait
+
+
+class ModelRuntime:
+    def __init__(
+        self,
+        session: onnxruntime.InferenceSession,
+        name: str,
+        *,
+        max_batch: int = 32,
+        batch_delay_ms: float = 2.0,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.session, self.name = session, name
+        self.max_batch, self.batch_delay = max_batch, batch_delay_ms / 1000
+        self.metrics = metrics
+        self.output_names = [o.name for o in session.get_outputs()]
+        shape = session.get_inputs()[0].shape[1:]
+        self.input_shape = tuple(d if isinstance(d, int) else None for d in shape)
+        self._queue: list[_Job] = []
+        self._arrived: asyncio.Event | None = None  # made inside the loop that drains
+        self._worker: asyncio.Task[None] | None = None
+        self._running = False
+
+    def run(self, pixels: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """Blocking call, no batching (warm-up, checks). Safe from any thread."""
+        start = time.perf_counter()
+        arrays = self.session.run(list(outputs), {INPUT_NAME: pixels})
+        if self.metrics is not None:
+            self.metrics.observe_batch(self.name, len(pixels), time.perf_counter() - start)
+        return dict(zip(outputs, arrays, strict=True))
+
+    async def infer(self, pixels: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """Run uint8 pictures [N, H, W, C]; returns each requested output with N rows."""
+        unknown = [o for o in outputs if o not in self.output_names]
+        if unknown or not outputs:
+            raise ValueError(f"model {self.name} has no output {unknown or '(none asked)'}")
+        if (
+            pixels.dtype != np.uint8
+            or pixels.ndim != 4
+            or len(pixels) == 0
+            or any(
+                want is not None and want != got
+                for want, got in zip(self.input_shape, pixels.shape[1:], strict=True)
+            )
+        ):
+            raise ValueError(f"model {self.name} takes uint8 [N, *{self.input_shape}] pictures")
+        key = tuple(sorted(set(outputs)))
+        future = asyncio.get_running_loop().create_future()
+        job = _Job(pixels, key, future, behind_run=self._running)
+        self._queue.append(job)
+        if self._worker is None:
+            # A task rather than running inline: pictures queued in the same loop tick join in.
+            self._arrived = asyncio.Event()
+            self._worker = asyncio.create_task(self._drain())
+        assert self._arrived is not None
+        self._arrived.set()
+        result = await job.future
+        return {o: result[o] for o in outputs}
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch = await self._collect()
+                if batch:
+                    await self._run_batch(batch)
+        finally:
+            self._worker = None
+
+    def _take(self) -> list[_Job]:
+        """The oldest job and the queued jobs asking for the same outputs, up to max_batch."""
+        self._queue = [j for j in self._queue if not j.future.done()]  # drop cancelled callers
+        if not self._queue:
+            return []
+        key, size, batch = self._queue[0].outputs, 0, list[_Job]()
+        for job in self._queue:
+            if job.outputs == key and (not batch or size + len(job.pixels) <= self.max_batch):
+                batch.append(job)
+                size += len(job.pixels)
+        return batch
+
+    async def _collect(self) -> list[_Job]:
+        batch = self._take()
+        if not batch or not batch[0].behind_run:
+            return self._pop(batch)
+        deadline = batch[0].queued_at + self.batch_delay
+        while sum(len(j.pixels) for j in batch) < self.max_batch:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            assert self._arrived is not None
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            batch = self._take()
+            if not batch:
+                return []
+        return self._pop(batch)
+
+    def _pop(self, batch: list[_Job]) -> list[_Job]:
+        taken = set(map(id, batch))
+        self._queue = [j for j in self._queue if id(j) not in taken]
+        return batch
+
+    async def _run_batch(self, batch: list[_Job]) -> None:
+        pixels = batch[0].pixels if len(batch) == 1 else np.concatenate([j.pixels for j in batch])
+        self._running = True
+        try:
+            result = await asyncio.to_thread(self.run, pixels, batch[0].outputs)
+        except Exception as exc:  # every waiting caller gets the error, the loop keeps going
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        finally:
+            self._running = False
+        start = 0
+        for job in batch:
+            end = start + len(job.pixels)
+            if not job.future.done():
+                job.future.set_result({name: arr[start:end] for name, arr in result.items()})
+            start = end

@@ -1,0 +1,126 @@
+"""Every knob of the service in one Settings class: env vars with the CONVSCOPE_ prefix.
+
+The only reader of environment variables. ``python -m service`` builds one instance and passes it
+to ``create_app(settings)``; nothing here creates a settings object at import time.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+ORIGIN = re.compile(r"^https?://[^/\s]+$")
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def default_providers() -> list[str]:
+    """CUDA first when onnxruntime-gpu is installed (CPU stays as the fallback), else CPU."""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONVSCOPE_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
+
+    model_dir: Path = REPO_MODELS
+    # None: "fashion-mnist" when present, else the first model by name.
+    default_model: str | None = None
+
+    max_upload_bytes: Annotated[int, Field(ge=1)] = 10 * 1024 * 1024
+    max_pixels: Annotated[int, Field(ge=1)] = 40_000_000
+    max_images: Annotated[int, Field(ge=1, le=1024)] = 16
+
+    # Empty: no key needed. Otherwise every /v1 call needs one (Bearer or X-API-Key).
+    api_keys: CommaList = []
+    # Empty: no CORS headers at all, so browsers refuse cross-origin calls.
+    cors_origins: CommaList = []
+
+    max_batch: Annotated[int, Field(ge=1, le=4096)] = 32
+    batch_delay_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
+    # 0: onnxruntime's choice (one thread per core).
+    intra_op_threads: Annotated[int, Field(ge=0, le=256)] = 0
+    providers: CommaList = Field(default_factory=default_providers)
+
+    @field_validator("api_keys", "cors_origins", "providers", mode="before")
+    @classmethod
+    def split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def lower_level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("model_dir")
+    @classmethod
+    def model_dir_exists(cls, value: Path) -> Path:
+        if not value.is_dir():
+            raise ValueError(f"model folder {value} does not exist or is not a folder")
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def keys_are_tokens(cls, value: list[str]) -> list[str]:
+        if any(re.search(r"\s", key) for key in value):
+            raise ValueError("API keys cannot contain spaces")
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def origins_are_origins(cls, value: list[str]) -> list[str]:
+        value = [origin.rstrip("/") for origin in value]
+        for origin in value:
+            if origin != "*" and not ORIGIN.match(origin):
+                raise ValueError(
+                    "each CORS origin must look like https://example.org (scheme and host, "
+                    "no path) or be *"
+                )
+        return value
+
+    @field_validator("providers")
+    @classmethod
+    def providers_available(cls, value: list[str]) -> list[str]:
+        import onnxruntime
+
+        names = [PROVIDER_ALIASES.get(p.lower(), p) for p in value]
+        available = onnxruntime.get_available_providers()
+        missing = [p for p in names if p not in available]
+        if not names:
+            raise ValueError("name at least one onnxruntime execution provider")
+        if missing:
+            raise ValueError(
+                f"onnxruntime provider {missing[0]} is not available here "
+                f"(available: {', '.join(available)})"
+            )
+        return names
+
+
+def describe_error(exc: Exception) -> str:
+    """One line for a settings ValidationError: which variable, what is wrong."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"setting {field} (CONVSCOPE_{field.upper()}): {msg}" if field else msg)
+    return "; ".join(parts)
