@@ -1,0 +1,169 @@
+"""One classification: pictures -> prepared pixels -> one batched inference -> per-picture results.
+
+The routes parse HTTP; this module does the work they share: the ``feature_maps`` and ``cam``
+options, decoding in worker threads, asking the runtime for exactly the outputs needed, and
+rendering top-k, feature-map grids and CAM overlays.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from .errors import InvalidParameter, NotFound, ServiceError
+from .imaging import Prepared, prepare_image
+from .registry import LoadedModel
+from .render import cam_overlay, data_url, feature_grid
+from .schemas import Cam, FeatureMap, Grid, PictureResult, Prediction, Preprocessing
+from .spec import LayerSpec, ModelSpec
+
+TOP = -1  # cam=true: the map of each picture's own top-1 class
+FALSE, TRUE = {"", "false", "0", "no", "off"}, {"true", "1", "yes", "on"}
+
+
+def _shown(text: str) -> str:
+    return repr(text[:64])
+
+
+@dataclass
+class Options:
+    top_k: int = 5
+    layers: list[LayerSpec] = field(default_factory=list)
+    cam: int | None = None  # None: no CAM; TOP: top-1 class; else a class index
+
+    @property
+    def outputs(self) -> list[str]:
+        extra = ["cam"] if self.cam is not None else []
+        return ["probabilities", *(ly.output for ly in self.layers), *extra]
+
+
+def find_layer(spec: ModelSpec, name: str) -> LayerSpec:
+    layer = spec.layer(name)
+    if layer is None:
+        names = ", ".join(ly.name for ly in spec.layers)
+        raise NotFound(f"model {spec.name} has no layer {_shown(name)} (layers: {names})")
+    return layer
+
+
+def parse_layers(spec: ModelSpec, value: str) -> list[LayerSpec]:
+    """``feature_maps``: false | true (every layer) | comma-separated layer names."""
+    if value.strip().lower() in FALSE:
+        return []
+    if value.strip().lower() in TRUE:
+        return list(spec.layers)
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    layers = [find_layer(spec, n) for n in names]
+    return list({ly.output: ly for ly in layers}.values())  # once each, in the order asked
+
+
+def find_label(spec: ModelSpec, label: str) -> int:
+    """A label by name (exact, then ignoring case) or by class index."""
+    if label in spec.labels:
+        return spec.labels.index(label)
+    folded = [lb.casefold() for lb in spec.labels]
+    if label.casefold() in folded:
+        return folded.index(label.casefold())
+    if label.isdigit() and int(label) < len(spec.labels):
+        return int(label)
+    raise NotFound(f"model {spec.name} has no label {_shown(label)}")
+
+
+def parse_cam(spec: ModelSpec, value: str) -> int | None:
+    """``cam``: false | true (each picture's top-1 class) | a label name or index."""
+    if value.strip().lower() in FALSE:
+        return None
+    if value.strip().lower() in TRUE:
+        return TOP
+    return find_label(spec, value.strip())
+
+
+async def prepare_all(pictures: list[bytes], spec: ModelSpec, max_pixels: int) -> list[Prepared]:
+    """Decode each picture in a worker thread; errors say which picture when there are several."""
+    prepared = []
+    for i, data in enumerate(pictures):
+        try:
+            prepared.append(await run_in_threadpool(prepare_image, data, spec.input, max_pixels))
+        except ServiceError as exc:
+            if len(pictures) == 1:
+                raise
+            where = f"picture {i + 1} of {len(pictures)}: {exc.message}"
+            raise type(exc)(where, status=exc.status, code=exc.code) from None
+    return prepared
+
+
+async def infer(model: LoadedModel, prepared: list[Prepared], outputs: list[str]) -> dict:
+    pixels = np.stack([p.pixels for p in prepared])
+    return await model.runtime.infer(pixels, outputs)
+
+
+def png(pixels: np.ndarray) -> bytes:
+    """uint8 [H, W, C] (C = 1 or 3) -> PNG bytes."""
+    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def top_k(spec: ModelSpec, probs: np.ndarray, k: int) -> list[Prediction]:
+    order = np.argsort(-probs, kind="stable")[: min(k, len(spec.labels))]
+    return [
+        Prediction(label=spec.labels[i], index=int(i), probability=float(probs[i])) for i in order
+    ]
+
+
+def feature_map(layer: LayerSpec, fmap: np.ndarray) -> FeatureMap:
+    image, grid = feature_grid(fmap)
+    return FeatureMap(
+        layer=layer.name,
+        kind=layer.kind,
+        kernel=layer.kernel,
+        stride=layer.stride,
+        padding=layer.padding,
+        shape=list(fmap.shape),
+        grid=Grid(**grid),
+        image=data_url(image),
+    )
+
+
+def cam_of(spec: ModelSpec, cams: np.ndarray, index: int, display: np.ndarray) -> Cam:
+    image = cam_overlay(cams[index], display)
+    return Cam(label=spec.labels[index], index=index, image=data_url(image))
+
+
+def results(
+    model: LoadedModel, prepared: list[Prepared], arrays: dict, options: Options
+) -> list[PictureResult]:
+    """Blocking (PNG encoding): call it in a worker thread."""
+    spec, out = model.spec, []
+    for i, picture in enumerate(prepared):
+        probs = arrays["probabilities"][i]
+        result = PictureResult(
+            predictions=top_k(spec, probs, options.top_k),
+            preprocessing=Preprocessing(**picture.info),
+            input_image=data_url(png(picture.pixels)),
+        )
+        if options.layers:
+            result.feature_maps = [feature_map(ly, arrays[ly.output][i]) for ly in options.layers]
+        if options.cam is not None:
+            index = int(np.argmax(probs)) if options.cam == TOP else options.cam
+            result.cam = cam_of(spec, arrays["cam"][i], index, picture.display)
+        out.append(result)
+    return out
+
+
+async def classify(
+    model: LoadedModel, pictures: list[bytes], options: Options, max_pixels: int
+) -> list[PictureResult]:
+    prepared = await prepare_all(pictures, model.spec, max_pixels)
+    arrays = await infer(model, prepared, options.outputs)
+    return await run_in_threadpool(results, model, prepared, arrays, options)
+
+
+def one_picture(pictures: list[bytes]) -> bytes:
+    if len(pictures) != 1:
+        raise InvalidParameter(f"this endpoint takes exactly one picture, not {len(pictures)}")
+    return pictures[0]

@@ -1,0 +1,77 @@
+"""Dependencies as Annotated aliases, so route signatures read like data.
+
+``ModelDep`` turns the ``{name}`` path parameter into a loaded model (404 for unknown names) in
+this one place; ``RegistryDep`` is 503 until the lifespan has loaded every model.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from .errors import NotReady, Unauthorized
+from .metrics import Metrics
+from .registry import LoadedModel, Registry
+from .settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_registry(request: Request) -> Registry:
+    registry: Registry | None = getattr(request.app.state, "registry", None)
+    if registry is None:
+        raise NotReady("the models are still loading; try again shortly")
+    return registry
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+
+def get_model(name: str, registry: RegistryDep) -> LoadedModel:
+    return registry.get(name)
+
+
+def get_default_model(registry: RegistryDep) -> LoadedModel:
+    return registry.default
+
+
+ModelDep = Annotated[LoadedModel, Depends(get_model)]
+DefaultModelDep = Annotated[LoadedModel, Depends(get_default_model)]
+
+# auto_error=False: a missing key is our 401 in our error shape, not FastAPI's 403.
+bearer = HTTPBearer(auto_error=False, description="An API key from CONVSCOPE_API_KEYS.")
+api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="An API key from CONVSCOPE_API_KEYS."
+)
+
+
+def require_api_key(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    header_key: Annotated[str | None, Security(api_key_header)],
+) -> None:
+    """Open when no keys are configured; otherwise a Bearer token or X-API-Key must match one."""
+    if not settings.api_keys:
+        return
+    given = credentials.credentials if credentials is not None else header_key
+    if not given:
+        raise Unauthorized(
+            "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+        )
+    # Compare against every key in constant time, so timing says nothing about which is close.
+    matches = [hmac.compare_digest(given.encode(), key.encode()) for key in settings.api_keys]
+    if not any(matches):
+        raise Unauthorized("the API key is not valid")
