@@ -148,7 +148,10 @@ def _numeric_from_json(data: Any, datatype: str, count: int, where: str) -> np.n
             raise BadRequest(f"{where} {datatype} data must lie in [{info.min}, {info.max}]")
     elif not all(isinstance(v, int | float) and not isinstance(v, bool) for v in flat):
         raise BadRequest(f"{where} {datatype} data must be numbers")
-    return np.array(flat, dtype=dtype)
+    try:
+        return np.array(flat, dtype=dtype)
+    except OverflowError:  # an integer literal beyond any float (JSON has no size limit)
+        raise BadRequest(f"{where} {datatype} data is out of range") from None
 
 
 def _input(spec: Any, index: int, binary: memoryview, offset: int) -> tuple[InputTensor, int]:
@@ -173,7 +176,10 @@ def _input(spec: Any, index: int, binary: memoryview, offset: int) -> tuple[Inpu
                 raise BadRequest(f"{where} BYTES data must be strings")
             if len(strings) != count:
                 raise BadRequest(f"{where} has {len(strings)} values but its shape needs {count}")
-            value: np.ndarray | list[bytes] = [s.encode() for s in strings]
+            try:
+                value: np.ndarray | list[bytes] = [s.encode() for s in strings]
+            except UnicodeEncodeError:  # JSON can spell lone surrogates (\ud800); UTF-8 cannot
+                raise BadRequest(f"{where} BYTES data must be valid Unicode text") from None
         else:
             value = _numeric_from_json(spec["data"], datatype, count, where).reshape(shape)
         return InputTensor(name, datatype, shape, value, binary=False), offset
@@ -223,7 +229,9 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         head, binary = body[:length], memoryview(body)[length:]
     try:
         doc = json.loads(head)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    # ValueError also covers integers past Python's 4300-digit limit; RecursionError, arrays
+    # nested thousands deep. A 10 MB body can hold either.
+    except (ValueError, RecursionError):
         raise BadRequest(
             f"request header is not valid JSON (binary data needs the {HEADER} header)"
         ) from None

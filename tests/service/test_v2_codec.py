@@ -103,6 +103,23 @@ CASES = [
         "Inference-Header-Content-Length header)",
     ),
     (b"[]", None, "request must be a JSON object"),
+    (
+        b'{"inputs": [' + b"1" * 5000 + b"]}",  # past Python's 4300-digit integer limit
+        None,
+        "request header is not valid JSON (binary data needs the "
+        "Inference-Header-Content-Length header)",
+    ),
+    (
+        b"[" * 100_000,
+        None,
+        "request header is not valid JSON (binary data needs the "
+        "Inference-Header-Content-Length header)",
+    ),
+    (
+        _one(datatype="BYTES", shape=[1], data=["\ud800"]),
+        None,
+        f"{IMG} BYTES data must be valid Unicode text",
+    ),
     (b'{"inputs": []}', None, "request needs a non-empty list of inputs"),
     (b'{"inputs": {"name": "image"}}', None, "request needs a non-empty list of inputs"),
     (b'{"id": 7, "inputs": [{}]}', None, "request id must be a string"),
@@ -120,6 +137,8 @@ CASES = [
     (_one(data=[1, "2"]), None, f"{IMG} UINT8 data must be integers"),
     (_one(data=[True, 2]), None, f"{IMG} UINT8 data must be integers"),
     (_one(datatype="FP32", data=[1, "x"]), None, f"{IMG} FP32 data must be numbers"),
+    (_one(datatype="FP32", data=[1, 10**400]), None, f"{IMG} FP32 data is out of range"),
+    (_one(data=[1, 10**400]), None, f"{IMG} UINT8 data must lie in [0, 255]"),
     (_one(datatype="BOOL", data=[1, 0]), None, f"{IMG} BOOL data must be true or false"),
     (_one(datatype="BYTES", shape=[1], data=[3]), None, f"{IMG} BYTES data must be strings"),
     (_one(datatype="BYTES", data=["a"]), None, f"{IMG} has 1 values but its shape needs 2"),
