@@ -35,6 +35,11 @@ function showError(text) {
   box.hidden = !text;
 }
 
+// The service's own sentence, in parentheses after ours.
+function detail(err) {
+  return err.message ? ` (${err.message.replace(/\.$/, "")}).` : ".";
+}
+
 function explain(err) {
   if (!(err instanceof ApiError)) return `Something went wrong in the page: ${err.message || err}`;
   switch (err.status) {
@@ -45,15 +50,15 @@ function explain(err) {
         ? "The API key was not accepted. Check it and enter it again."
         : "This server needs an API key. Enter it below.";
     case 413:
-      return `That picture is too large for this server. ${err.message}`;
+      return `That picture is too large for this server${detail(err)}`;
     case 415:
-      return `That file is not a picture this service can read (try PNG, JPEG, GIF, WebP or BMP). ${err.message}`;
+      return `That file is not a picture this service can read; try PNG, JPEG, WebP, GIF, BMP or TIFF${detail(err)}`;
     case 400:
-      return `The picture could not be read. ${err.message}`;
+      return `The picture could not be read${detail(err)}`;
     case 404:
-      return `Not found: ${err.message}`;
+      return `Not found${detail(err)}`;
     case 422:
-      return `The service refused the request: ${err.message}`;
+      return `The service refused the request${detail(err)}`;
     default:
       return err.status >= 500
         ? `The service failed (${err.status}). Try again in a moment.`

@@ -160,6 +160,8 @@ def test_upload_shows_the_api_top_label_and_what_the_network_saw(
 ) -> None:
     expected = api_top_label(service.url, model["name"], picture)
     page = new_page(viewport={"width": 1280, "height": 900})
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
     open_page(page, service.url)
     upload(page, picture)
     labels = wait_for_results(page)
@@ -176,6 +178,10 @@ def test_upload_shows_the_api_top_label_and_what_the_network_saw(
     )
     assert size == [model["input"]["width"], model["input"]["height"]]
     assert "Top label: " + expected in page.inner_text("#status")
+    # Everything comes from the service itself: no CDN, so the page works offline.
+    foreign = [u for u in requested if not u.startswith((service.url, "data:", "blob:"))]
+    assert foreign == [], foreign
+    assert any(u.endswith("/app.js") for u in requested)
 
 
 def test_feature_maps_load_for_every_layer_in_order(
@@ -317,6 +323,67 @@ def test_drawing_on_the_canvas_classifies(
     assert len(labels) == int(page.input_value("#top-k"))
     assert set(labels) <= set(model["labels"])
     assert page.is_hidden("#error")
+
+
+# A File built in the page from base64 PNG bytes, delivered the way a browser delivers a drop
+# (dragover, then drop, with the file in a DataTransfer) or a paste (a ClipboardEvent).
+DELIVER = """([how, png]) => {
+  const bytes = Uint8Array.from(atob(png), (c) => c.charCodeAt(0));
+  const data = new DataTransfer();
+  data.items.add(new File([bytes], "picture.png", { type: "image/png" }));
+  if (how === "paste") {
+    document.dispatchEvent(new ClipboardEvent("paste", { clipboardData: data, bubbles: true }));
+    return;
+  }
+  const zone = document.getElementById("drop");
+  for (const type of ["dragenter", "dragover", "drop"]) {
+    const init = { dataTransfer: data, bubbles: true, cancelable: true };
+    zone.dispatchEvent(new DragEvent(type, init));
+  }
+}"""
+
+
+@pytest.mark.parametrize("how", ["drop", "paste"])
+def test_drop_and_paste_classify(
+    new_page: Callable[..., Any], service: Service, model: dict, picture: Path, how: str
+) -> None:
+    page = new_page()
+    open_page(page, service.url)
+    page.evaluate(DELIVER, [how, base64.b64encode(picture.read_bytes()).decode()])
+    labels = wait_for_results(page)
+    assert labels[0] == api_top_label(service.url, model["name"], picture)
+    assert not page.locator("#drop").evaluate("d => d.classList.contains('over')")
+
+
+def test_camera_controls_hide_without_getusermedia(
+    new_page: Callable[..., Any], service: Service
+) -> None:
+    page = new_page()
+    open_page(page, service.url)
+    assert page.is_visible("#camera-start")  # Chromium on localhost offers getUserMedia
+    page = new_page()
+    page.add_init_script("Object.defineProperty(navigator, 'mediaDevices', { value: undefined })")
+    open_page(page, service.url)
+    assert page.is_hidden("#camera-box")
+    assert page.is_visible("label[for=file]")
+
+
+def test_an_inverted_picture_is_said_to_be(
+    new_page: Callable[..., Any], service: Service, picture: Path, tmp_path: Path
+) -> None:
+    light = tmp_path / "dark-on-light.png"
+    Image.fromarray(255 - np.asarray(Image.open(picture))).save(light)  # like a product photo
+    page = new_page()
+    open_page(page, service.url)
+    upload(page, light)
+    wait_for_results(page)
+    assert page.inner_text("#network-caption") == "Network input (inverted)"
+    assert "Inverted: the picture has a light background" in page.inner_text("#prep-note")
+    upload(page, picture)
+    page.wait_for_function(
+        "document.getElementById('network-caption').textContent === 'Network input'"
+    )
+    assert "Inverted" not in page.inner_text("#prep-note")
 
 
 def test_non_picture_shows_an_error(new_page: Callable[..., Any], service: Service) -> None:
