@@ -149,9 +149,13 @@ async function loadModels() {
 
 // ---- classification -------------------------------------------------------------------------
 
+// What the field says, kept between 1 and the number of labels.
 function topK() {
+  const most = state.model?.labels?.length || 10;
   const k = Number.parseInt($("top-k").value, 10);
-  return Number.isFinite(k) && k > 0 ? k : 5;
+  const clamped = Number.isFinite(k) ? Math.min(Math.max(k, 1), most) : Math.min(5, most);
+  $("top-k").value = String(clamped);
+  return clamped;
 }
 
 async function run(picture) {
