@@ -89,9 +89,11 @@ async def _from_multipart(request: Request, max_images: int) -> list[bytes]:
 
 def _from_json(body: bytes, max_images: int) -> list[bytes]:
     try:
-        payload = ClassifyJSON.model_validate(json.loads(body))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # also bad UTF-8, 4300+ digit integers, deep nesting
         raise InvalidParameter("the JSON body is not valid JSON") from None
+    try:
+        payload = ClassifyJSON.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "body"
