@@ -15,7 +15,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
-GRACEFUL_SHUTDOWN_S = 20  # the server's uvicorn --timeout-graceful-shutdown
+
+
+def graceful_shutdown_s(env: dict[str, Any]) -> float:
+    """uvicorn's graceful-shutdown timeout as the service will run it with this environment."""
+    from service.settings import Settings
+
+    default = Settings.model_fields["graceful_shutdown_s"].default
+    return float(env.get("CONVSCOPE_GRACEFUL_SHUTDOWN_S") or default)
 
 
 def compose_command() -> list[str] | None:
@@ -88,10 +95,10 @@ def test_api_is_hardened_limited_and_health_checked(
     # The image's own health check, so `docker run` and compose agree.
     healthcheck = stages["runtime"].values("HEALTHCHECK")[0]
     assert api["healthcheck"]["test"] == ["CMD", *re.findall(r'"([^"]+)"', healthcheck)]
-    assert seconds(api["stop_grace_period"]) > GRACEFUL_SHUTDOWN_S + 5
+    env = env_dict(api["environment"])
+    assert seconds(api["stop_grace_period"]) > graceful_shutdown_s(env) + 5
     limits = api["deploy"]["resources"]["limits"]
     assert float(limits["cpus"]) > 0 and re.fullmatch(r"\d+[mg]", limits["memory"])
-    env = env_dict(api["environment"])
     assert env["CONVSCOPE_WORKERS"] == "1"
     # onnxruntime's thread pool sized to the CPU limit, not to the host's cores.
     assert float(env["CONVSCOPE_INTRA_OP_THREADS"] or 0) == float(limits["cpus"])

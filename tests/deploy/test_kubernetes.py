@@ -19,7 +19,14 @@ ROOT = Path(__file__).resolve().parents[2]
 KUBE = ROOT / "deploy" / "kubernetes"
 # The oldest Kubernetes still widely run and the newest the validator knows.
 VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]
-GRACEFUL_SHUTDOWN_S = 20  # the server's uvicorn --timeout-graceful-shutdown
+
+
+def graceful_shutdown_s(env: dict[str, Any]) -> float:
+    """uvicorn's graceful-shutdown timeout as the service will run it with this environment."""
+    from service.settings import Settings
+
+    default = Settings.model_fields["graceful_shutdown_s"].default
+    return float(env.get("CONVSCOPE_GRACEFUL_SHUTDOWN_S") or default)
 
 
 def manifest_files() -> list[Path]:
@@ -125,7 +132,7 @@ def test_probes_security_and_resources(resources: dict[str, Any], stages: dict[s
     assert int(env["CONVSCOPE_INTRA_OP_THREADS"]) == int(resources_["limits"]["cpu"])
     # Draining fits in the grace period: preStop pause + the server's graceful shutdown.
     pause = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
-    assert pod["terminationGracePeriodSeconds"] > pause + GRACEFUL_SHUTDOWN_S
+    assert pod["terminationGracePeriodSeconds"] > pause + graceful_shutdown_s(env)
 
 
 def test_service_hpa_and_pdb_point_at_the_deployment(resources: dict[str, Any]) -> None:
