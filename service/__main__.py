@@ -7,7 +7,6 @@ wins over the variable. A bad setting or model stops the start with one line and
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 from typing import Any
@@ -30,13 +29,11 @@ def parse_args(argv: list[str] | None) -> dict[str, Any]:
     return {k: v for k, v in args.items() if v is not None}
 
 
-def log_config(level: str) -> dict[str, Any]:
-    """uvicorn's own logging, plus the service's logger on the same handler."""
-    from uvicorn.config import LOGGING_CONFIG
+def log_config(level: str, fmt: str = "text") -> dict[str, Any]:
+    """uvicorn's own logging, plus the service's loggers on the same handler (text or JSON)."""
+    from .logs import log_config as config
 
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["service"] = {"handlers": ["default"], "level": level.upper()}
-    return config
+    return config(level, fmt)
 
 
 def fail(message: str) -> int:
@@ -58,13 +55,19 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    from .deadlines import http_protocol
+
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": "httptools",
+        # httptools with read deadlines: uvicorn alone waits forever for slow headers/bodies.
+        "http": http_protocol(settings.header_timeout_s, settings.body_timeout_s),
         "log_level": settings.log_level,
-        "log_config": log_config(settings.log_level),
+        "log_config": log_config(settings.log_level, settings.log_format),
+        "access_log": False,  # service.logs writes the request lines, with request ids
+        "ws": "none",  # no WebSocket routes: do not accept upgrades at all
+        "timeout_graceful_shutdown": settings.graceful_shutdown_s,
         "proxy_headers": False,
         "server_header": False,
     }

@@ -22,13 +22,17 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
+from .deadlines import BodyDeadlineMiddleware, client_disconnected
 from .errors import ModelError, ServiceError
 from .limits import BodyLimitMiddleware, send_error
+from .logs import AccessLogMiddleware
 from .metrics import Metrics, MetricsMiddleware, route_template
 from .registry import Registry
+from .reloading import reloading
 from .routes import ROUTERS
 from .routes.v2 import ErrorEnvelope as V2ErrorEnvelope
 from .settings import Settings
@@ -172,7 +176,8 @@ def create_app(settings: Settings, static_dir: Path | None = STATIC) -> FastAPI:
         names = ", ".join(m.name for m in app.state.registry)
         log.info("ready: %s (default %s)", names, app.state.registry.default_name)
         try:
-            yield
+            async with reloading(app.state.registry, metrics, settings):  # SIGHUP, file watch
+                yield
         finally:
             app.state.registry = None
 
@@ -188,9 +193,11 @@ def create_app(settings: Settings, static_dir: Path | None = STATIC) -> FastAPI:
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(ClientDisconnect, client_disconnected)
 
     # Added innermost first: the request id wraps everything, so even a 500 carries it.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodyDeadlineMiddleware, timeout=settings.body_timeout_s)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -202,6 +209,7 @@ def create_app(settings: Settings, static_dir: Path | None = STATIC) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(V2ErrorEnvelope)  # /v2 errors in the protocol's shape, 413 and 500 too
+    app.add_middleware(AccessLogMiddleware)  # one line per request, as the client saw it
     app.add_middleware(OneLineStartupError)
 
     for router in ROUTERS:

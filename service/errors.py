@@ -39,6 +39,10 @@ class NotFound(ServiceError):
     status, code = 404, "not_found"
 
 
+class RequestTimeout(ServiceError):
+    status, code = 408, "request_timeout"
+
+
 class PayloadTooLarge(ServiceError):
     status, code = 413, "payload_too_large"
 

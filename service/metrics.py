@@ -53,6 +53,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.reloads = Counter(
+            "convscope_model_reloads",
+            "Model reloads (SIGHUP or file watch) by result: ok, or refused (old models kept).",
+            ["result"],
+            registry=self.registry,
+        )
+
     def observe_batch(self, model: str, pictures: int, seconds: float) -> None:
         self.inference.labels(model).observe(seconds)
         self.batch_size.labels(model).observe(pictures)

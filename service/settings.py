@@ -56,6 +56,20 @@ class Settings(BaseSettings):
     intra_op_threads: Annotated[int, Field(ge=0, le=256)] = 0
     providers: CommaList = Field(default_factory=default_providers)
 
+    # Slow clients (service/deadlines.py): headers must be in within header_timeout_s of the
+    # connection (or request) starting, the body within body_timeout_s of the app's first read
+    # (10 MB in 60 s needs about 1.4 Mbit/s).
+    header_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    # SIGTERM: requests in flight get this long to finish before the process exits anyway.
+    graceful_shutdown_s: Annotated[float, Field(ge=0, le=3600)] = 20.0
+    # "json": one JSON object per log line (uvicorn's lines too), for log collectors.
+    log_format: Literal["text", "json"] = "text"
+    # SIGHUP always reloads the models; with reload_watch the model files are also polled and
+    # a change reloads them (a model being written is refused until it loads, then swapped in).
+    reload_watch: bool = False
+    reload_poll_s: Annotated[float, Field(ge=0.1, le=3600)] = 2.0
+
     @field_validator("api_keys", "cors_origins", "providers", mode="before")
     @classmethod
     def split_commas(cls, value: Any) -> Any:
@@ -63,7 +77,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def lower_level(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value

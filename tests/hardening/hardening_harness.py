@@ -6,6 +6,7 @@ it, so the process's peak RSS is the server's). Its output goes to a file the te
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -178,3 +179,57 @@ def pid_alive(pid: int) -> bool:
 def stop(server: Server, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> int:
     server.signal(sig)
     return server.process.wait(timeout=timeout)
+
+
+class RawClient(asyncio.Protocol):
+    """A raw HTTP/1.1 connection that keeps every byte the server sent, even when the server then
+    resets the connection (asyncio's StreamReader raises the reset and hides such bytes)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.closed = asyncio.Event()
+        self.arrived = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self.transport: asyncio.Transport | None = None
+
+    @classmethod
+    async def connect(cls, port: int) -> RawClient:
+        loop = asyncio.get_running_loop()
+        _, client = await loop.create_connection(cls, "127.0.0.1", port)
+        return client
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+        self.arrived.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed.set()
+        self.arrived.set()
+        self._writable.set()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    async def send(self, data: bytes) -> bool:
+        """Write (waiting while the server is not reading); False once the connection is gone."""
+        if self.closed.is_set() or self.transport is None:
+            return False
+        self.transport.write(data)
+        await self._writable.wait()
+        return not self.closed.is_set()
+
+    def status(self) -> int | None:
+        line, sep, _ = bytes(self.data).partition(b"\r\n")
+        return int(line.split()[1]) if sep and line.startswith(b"HTTP/") else None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()

@@ -1,0 +1,220 @@
+"""Read deadlines, so slow clients cannot hold connections: uvicorn has none of its own.
+
+Two layers, because each sees what the other cannot:
+
+- ``DeadlineHttpToolsProtocol`` (the connection): the request line and headers must arrive within
+  ``header_timeout`` of the connection opening or the request's first byte; an ASGI middleware
+  never sees a request whose headers are still trickling in. Whole messages also get a backstop
+  (``body_timeout`` plus a grace) for bodies the app never reads, e.g. a slow body sent to
+  /healthz. Late connections are answered 408 (when any request bytes came) and closed.
+- ``BodyDeadlineMiddleware`` (the app): the body must be in within ``body_timeout`` of the app's
+  first read, else a 408 in the service's error shape, with the request id, logged and counted
+  like any other response. 408 and 413 answers also close the connection, so a refused upload
+  cannot keep streaming into the server.
+
+uvicorn's ``timeout_keep_alive`` already closes connections idle between requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import time
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .errors import RequestTimeout
+
+BACKSTOP_GRACE_S = 1.0  # the app's own 408 comes first; the connection layer only cleans up
+LINGER_S = 2.0  # after an early answer: time the client gets to read it while still sending
+LINGER_MAX_BYTES = 8 * 1024 * 1024  # ... and how much more of its upload is read and dropped
+CLOSE_AFTER = {408, 413}  # the request body is not wanted: stop the client sending it
+
+
+def _raw_408(message: str) -> bytes:
+    body = json.dumps({"error": {"code": RequestTimeout.code, "message": message}}).encode()
+    head = (
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class _CycleTransport:
+    """The transport as uvicorn's request cycle sees it: its close() goes through the protocol,
+    which lingers when the client is still sending (see ``_close``); all else passes through."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: DeadlineHttpToolsProtocol) -> None:
+        self._transport, self._protocol = transport, protocol
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        self._protocol._close()
+
+    def is_closing(self) -> bool:
+        return self._protocol._lingering or self._transport.is_closing()
+
+
+class DeadlineHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header deadline, a whole-message backstop, and a
+    lingering close: an answer given before the request body is in (413, 408) is followed by a
+    half-close and a short drain, because closing a socket with unread data sends a reset that
+    can destroy the answer before the client reads it."""
+
+    def __init__(
+        self, *args: Any, header_timeout: float, body_timeout: float, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout, self.body_timeout = header_timeout, body_timeout
+        self._deadline: asyncio.TimerHandle | None = None
+        self._in_request = False  # a request message has begun and not fully arrived
+        self._lingering = False
+        self._lingered = 0
+        self._raw: asyncio.Transport | None = None
+
+    def _arm(self, seconds: float, callback: Any) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, callback)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._raw = transport
+        self.transport = _CycleTransport(transport, self)  # type: ignore[assignment]
+        self._arm(self.header_timeout, self._headers_late)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:  # answered and closing: discard what the client still sends
+            self._lingered += len(data)
+            if self._lingered > LINGER_MAX_BYTES and self._raw is not None:
+                self._raw.close()
+            return
+        super().data_received(data)
+
+    def eof_received(self) -> None:
+        if self._lingering and self._raw is not None:
+            self._raw.close()  # the client has stopped sending: the linger is over
+            return
+        super().eof_received()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_request = True
+        if self._deadline is None:  # a later request on a kept-alive connection
+            self._arm(self.header_timeout, self._headers_late)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._arm(self.body_timeout + BACKSTOP_GRACE_S, self._message_late)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._disarm()
+        self._in_request = False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _headers_late(self) -> None:
+        self._deadline = None
+        if self._raw is None or self._raw.is_closing():
+            return
+        idle = self.cycle is None or self.cycle.response_complete
+        if self._in_request and idle:  # nothing else is being written on this connection
+            self._raw.write(_raw_408("the request headers did not arrive in time"))
+        self._abandon_cycle()
+        self._close()
+
+    def _message_late(self) -> None:
+        self._deadline = None
+        if self._raw is None or self._raw.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_started:
+            self._raw.write(_raw_408("the request body did not arrive in time"))
+        self._abandon_cycle()
+        self._close()
+
+    def _abandon_cycle(self) -> None:
+        if self.cycle is not None and not self.cycle.response_complete:
+            # The app's reads now see a disconnect and its writes are dropped.
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
+
+    def _close(self) -> None:
+        raw = self._raw
+        if raw is None or self._lingering or raw.is_closing():
+            return
+        if not self._in_request or not raw.can_write_eof():
+            raw.close()
+            return
+        # The client is still sending a request we have answered: send our FIN after the
+        # answer, keep reading (and discarding) for a moment, then close.
+        self._lingering = True
+        self._disarm()
+        with contextlib.suppress(Exception):
+            raw.resume_reading()
+        raw.write_eof()
+        self._deadline = self.loop.call_later(LINGER_S, raw.close)
+
+
+def http_protocol(header_timeout: float, body_timeout: float) -> Any:
+    """The ``http`` argument for uvicorn.Config (a picklable partial, for worker processes)."""
+    return functools.partial(
+        DeadlineHttpToolsProtocol, header_timeout=header_timeout, body_timeout=body_timeout
+    )
+
+
+class BodyDeadlineMiddleware:
+    """408 when the body is not in ``timeout`` s after the app first reads it; 408/413 close."""
+
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
+        self.app, self.timeout = app, timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline: float | None = None
+        body_done = False
+
+        async def timed_receive() -> Message:
+            nonlocal deadline, body_done
+            if body_done:  # later reads wait for a disconnect: no deadline on those
+                return await receive()
+            if deadline is None:
+                deadline = time.monotonic() + self.timeout
+            try:
+                message = await asyncio.wait_for(receive(), deadline - time.monotonic())
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"the request body did not arrive within {self.timeout:g} s"
+                ) from None
+            body_done = message["type"] != "http.request" or not message.get("more_body")
+            return message
+
+        async def closing_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] in CLOSE_AFTER:
+                headers = [(k, v) for k, v in message.get("headers", []) if k != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, timed_receive, closing_send)
+
+
+async def client_disconnected(request: Request, exc: Exception) -> Response:
+    """The client left mid-request: nobody reads this answer; 499 keeps logs and metrics honest."""
+    assert isinstance(exc, ClientDisconnect)
+    return Response(status_code=499)
