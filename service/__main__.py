@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import Any
 
@@ -76,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
 
         config = uvicorn.Config(create_app(settings), **options)
         server = uvicorn.Server(config)
+        # uvicorn re-raises SIGTERM/SIGINT once its graceful shutdown is done, which would end
+        # the process by that signal; with these no-op handlers underneath it exits with 0.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: None)
         server.run()
         # A lifespan failure (a bad model) has been printed as one line; say so in the status.
         return 0 if server.started else 3

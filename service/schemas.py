@@ -20,6 +20,7 @@ ERROR_TEXT = {
     400: "The picture could not be decoded, or the body could not be parsed.",
     401: "An API key is required (CONVSCOPE_API_KEYS is set) and was missing or wrong.",
     404: "No such model, layer or label.",
+    408: "The request body did not arrive in time (CONVSCOPE_BODY_TIMEOUT_S).",
     413: "The body is over the byte limit, a picture over the pixel limit, or too many pictures.",
     415: "Not a supported picture (PNG, JPEG, WebP, GIF, BMP, TIFF); sniffed from the bytes.",
     422: "A parameter or the request body is not valid.",

@@ -33,7 +33,7 @@ router = APIRouter(
     responses=error_responses(401, 500, 503),
 )
 
-PICTURE_ERRORS = error_responses(400, 404, 413, 415, 422)
+PICTURE_ERRORS = error_responses(400, 404, 408, 413, 415, 422)
 PNG: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {}}, "description": "A PNG picture."}
 }

@@ -146,6 +146,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         503: "The models are still loading.",
     }.items()
 }
+# Only the infer routes read a body, so only they can answer the slow-body 408 (deadlines.py).
+INFER_ERRORS = {
+    **ERRORS,
+    408: {"model": V2Error, "description": "The request body did not arrive in time."},
+}
 
 
 def _versioned(model: LoadedModel, version: str) -> LoadedModel:
@@ -370,7 +375,7 @@ INFER_BODY = {
     "/models/{name}/infer",
     operation_id="v2_model_infer",
     dependencies=protected,
-    responses=ERRORS,
+    responses=INFER_ERRORS,
     openapi_extra=INFER_BODY,
     response_class=Response,
 )
@@ -382,7 +387,7 @@ async def model_infer(request: Request, model: ModelDep, settings: SettingsDep) 
     "/models/{name}/versions/{version}/infer",
     operation_id="v2_model_version_infer",
     dependencies=protected,
-    responses=ERRORS,
+    responses=INFER_ERRORS,
     openapi_extra=INFER_BODY,
     response_class=Response,
 )
