@@ -2,6 +2,10 @@
 
 ``ModelDep`` turns the ``{name}`` path parameter into a loaded model (404 for unknown names) in
 this one place; ``RegistryDep`` is 503 until the lifespan has loaded every model.
+
+They are ``async def`` although none awaits: FastAPI runs a plain ``def`` dependency in the
+thread pool, a thread round trip per dependency per request (about a quarter of the server's
+CPU per classification before this change; benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -18,19 +22,19 @@ from .registry import LoadedModel, Registry
 from .settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_registry(request: Request) -> Registry:
+async def get_registry(request: Request) -> Registry:
     registry: Registry | None = getattr(request.app.state, "registry", None)
     if registry is None:
         raise NotReady("the models are still loading; try again shortly")
     return registry
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 
@@ -40,11 +44,11 @@ RegistryDep = Annotated[Registry, Depends(get_registry)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
-def get_model(name: str, registry: RegistryDep) -> LoadedModel:
+async def get_model(name: str, registry: RegistryDep) -> LoadedModel:
     return registry.get(name)
 
 
-def get_default_model(registry: RegistryDep) -> LoadedModel:
+async def get_default_model(registry: RegistryDep) -> LoadedModel:
     return registry.default
 
 
@@ -58,7 +62,7 @@ api_key_header = APIKeyHeader(
 )
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
     header_key: Annotated[str | None, Security(api_key_header)],
