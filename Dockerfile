@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # Three stages, one file:
 #   builder  installs the project (`pip install .`: the dependency list is pyproject.toml's, the
-#            same list `make install-service` installs) into /opt/venv, wheels only, then slims it;
+#            same list `make install-service` installs) into /opt/venv, wheels only, then slims
+#            it (deploy/docker/slim-venv.sh) and smoke-tests the slimmed venv;
 #   trainer  torch 2.13.0 CPU + the training code: trains and exports into a mounted folder
 #            (docker build --target trainer -t convscope-trainer .);
 #   runtime  (the default, last stage) python:3.11-slim + that venv + models/: no torch, no
@@ -13,17 +14,27 @@ FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
-RUN python -m venv /opt/venv
+# binutils for `strip` (slim-venv); it stays in this stage: the runtime stage copies the venv only.
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends binutils \
+    && rm -rf /var/lib/apt/lists/* \
+    && python -m venv /opt/venv
 WORKDIR /src
 # Only what the service's wheel is built from: training/ stays out of the runtime image.
 COPY pyproject.toml README.md ./
 COPY service/ service/
 COPY deploy/docker/slim-venv.sh /usr/local/bin/slim-venv
+COPY deploy/docker/smoke.py /usr/local/bin/smoke.py
 # --only-binary: a dependency without a wheel fails the build instead of needing a compiler.
 RUN /opt/venv/bin/pip install --only-binary=:all: . \
     && /opt/venv/bin/pip check \
-    && slim-venv /opt/venv \
-    && /opt/venv/bin/python -c "import service.app"
+    && slim-venv /opt/venv
+# The slimmed venv starts the service and classifies a picture over HTTP: a library broken by
+# stripping, or a file removed that was needed after all, fails the build here. The model is
+# copied after the install so that a new model does not reinstall the dependencies; the
+# runtime stage copies models/ itself.
+COPY models/ /src/models/
+RUN /opt/venv/bin/python /usr/local/bin/smoke.py /src/models
 
 # ---------------------------------------------------------------------------------- trainer
 FROM ${PYTHON_IMAGE} AS trainer

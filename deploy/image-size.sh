@@ -1,10 +1,12 @@
 #!/bin/sh
 # Estimate the runtime image's size where no Docker engine runs: install the project the way the
 # Dockerfile's builder stage does (same files, same pip command, same slimming script) into a
-# fresh venv, measure it, and add the base image's published size.
-# Needs python3.11 (the image's Python: wheels are per version) and access to the package index.
+# fresh venv, smoke-test it the same way, measure it, and add the base image's published size.
+# Needs python3.11 (the image's Python: wheels are per version), strip (binutils) and access to
+# the package index.
 set -eu
 cd "$(dirname "$0")/.."
+root="$(pwd)"
 PYTHON="${PYTHON:-python3.11}"
 # python:3.11-slim, linux/amd64, as published (Docker Hub): compressed / unpacked.
 BASE_GZ_MB=45
@@ -18,6 +20,9 @@ find "$work/src" -name __pycache__ -prune -exec rm -rf {} +
 "$PYTHON" -m venv "$work/venv"
 "$work/venv/bin/pip" install --quiet --no-cache-dir --only-binary=:all: "$work/src"
 sh deploy/docker/slim-venv.sh "$work/venv"
+(cd "$work" && "$work/venv/bin/python" "$root/deploy/docker/smoke.py" "$root/models") \
+    >"$work/smoke.log" 2>&1 || { cat "$work/smoke.log" >&2; exit 1; }
+tail -n 1 "$work/smoke.log"
 
 mb() { awk "BEGIN { printf \"%.1f\", $1 / 1000000 }"; }
 venv_bytes="$(du -sb "$work/venv" | cut -f1)"

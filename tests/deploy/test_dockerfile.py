@@ -110,10 +110,40 @@ def test_runtime_stage_has_no_torch_compilers_or_installers(stages: dict[str, An
     # Everything installed comes from the builder's venv, and nothing else from other stages.
     from_stages = [c for c in runtime.copies() if c[0]]
     assert from_stages == [("builder", ["/opt/venv"], "/opt/venv")]
-    # The builder compiles nothing either: wheels only, no system packages.
+    assert not re.search(r"\b(binutils|strip|slim-venv)\b", " ".join(runtime.values("RUN")))
+    # The builder compiles nothing either: wheels only; its one system package is binutils,
+    # for slim-venv.sh's `strip`.
     builder = " ".join(stages["builder"].values("RUN"))
     assert "--only-binary=:all:" in builder
-    assert not BUILD_TOOLS.search(builder)
+    assert not BUILD_TOOLS.search(builder.replace("apt-get", ""))
+    apt = re.findall(r"apt-get install ([^&]*)", builder)
+    assert [a.split() for a in apt] == [["--yes", "--no-install-recommends", "binutils"]]
+
+
+def test_builder_slims_the_venv_then_smoke_tests_it(stages: dict[str, Any]) -> None:
+    """pip install -> pip check -> slim-venv -> smoke.py on the model, so a library broken by
+    stripping fails the build (tests/deploy/test_docker_scripts.py runs both scripts)."""
+    builder = stages["builder"]
+    copies = builder.copies()
+    assert (None, ["deploy/docker/slim-venv.sh"], "/usr/local/bin/slim-venv") in copies
+    assert (None, ["deploy/docker/smoke.py"], "/usr/local/bin/smoke.py") in copies
+    runs = builder.values("RUN")
+    steps = [step.strip() for run in runs for step in run.split("&&")]
+    steps = steps[[s.split()[:2] for s in steps].index(["/opt/venv/bin/pip", "install"]) :]
+    assert [s.split()[:2] for s in steps] == [
+        ["/opt/venv/bin/pip", "install"],
+        ["/opt/venv/bin/pip", "check"],
+        ["slim-venv", "/opt/venv"],
+        ["/opt/venv/bin/python", "/usr/local/bin/smoke.py"],
+    ]
+    (models,) = [dest for _, sources, dest in copies if sources == ["models/"]]
+    assert steps[-1].split()[2] == models.rstrip("/")
+    # The model arrives after the install: a new model does not invalidate that layer.
+    order = [i for i, v in builder.instructions if i in ("RUN", "COPY")]
+    values = [v for i, v in builder.instructions if i in ("RUN", "COPY")]
+    install = next(n for n, v in enumerate(values) if "pip install" in v)
+    model_copy = next(n for n, v in enumerate(values) if v.startswith("models/"))
+    assert order[model_copy] == "COPY" and install < model_copy
 
 
 def test_builder_installs_the_project_exactly_like_make_install_service(
