@@ -41,6 +41,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_TEXT_CHUNKS = {b"tEXt", b"zTXt", b"iTXt"}
 _HIGH_DEPTH = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 _TRANSPARENT_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+_REDUCIBLE = {"L", "LA", "RGB", "RGBA", "CMYK", "I", "F"}  # what Image.reduce handles
 _TIFF_PAGE_LIMIT = 1024  # counting pages walks every IFD in Python: a hostile file has ~10^5
 
 # Shared by concurrent decodes, see _pillow_warnings_handled.
@@ -139,6 +140,7 @@ def _prepare(data: bytes, fmt: str, spec: InputSpec, max_pixels: int, draft: boo
     if draft and fmt == "JPEG":
         _draft(im, model_size, display_size, spec.resize, transposed)
     im.load()
+    im = _shrink(im, model_size, display_size, spec.resize, transposed)
     if orientation in range(2, 9):
         try:
             im = ImageOps.exif_transpose(im)
@@ -281,6 +283,28 @@ def _draft(
         need = (need[1], need[0])
     if need[0] < im.size[0] // 2 and need[1] < im.size[1] // 2:
         im.draft(im.mode, need)
+
+
+def _shrink(
+    im: Image.Image,
+    model_size: tuple[int, int],
+    display_size: tuple[int, int],
+    policy: str,
+    transposed: bool,
+) -> Image.Image:
+    """Box-reduce a decoded picture many times larger than anything made from it, before the
+    steps that copy it (EXIF rotation, alpha, colour, resizing) do so at full size: a 140 kB
+    6000x6000 RGBA PNG otherwise takes the process to ~800 MB. At least 3x the largest target
+    is kept, what ``resize(reducing_gap=3)`` would have kept anyway."""
+    w, h = im.size
+    if transposed:
+        w, h = h, w
+    mw, mh = _fit_size((w, h), model_size, policy)
+    dw, dh = _fit_size((w, h), display_size, policy)
+    factor = int(min(w / (3 * max(mw, dw)), h / (3 * max(mh, dh))))
+    if factor < 2 or im.mode not in _REDUCIBLE:
+        return im
+    return im.reduce(factor)  # LA/RGBA are reduced premultiplied, as resize would
 
 
 def _to_8bit(im: Image.Image) -> tuple[Image.Image, bool]:

@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+import httpx
 import pytest
 from hardening_harness import ROOT, RawClient, Server, clean_env, png_bytes, run_server
 
@@ -123,3 +124,23 @@ def test_oversized_uploads_get_413_quickly_in_little_memory() -> None:
         assert all(u.closed for u in uploads), [u for u in uploads if not u.closed]
         assert peak < PEAK_RSS_MB, f"peak RSS {peak:.0f} MB (before the burst {before:.0f} MB)"
         print(f"\n413 for {len(uploads)} uploads, slowest {slowest:.2f} s, peak RSS {peak:.0f} MB")
+
+
+def test_big_pictures_under_the_pixel_limit_stay_in_little_memory() -> None:
+    """A few-kB PNG can decode to 100+ MB: the picture is box-reduced right after decoding, so
+    the steps after it work on a small copy. RGBA still needs one full-size premultiplied copy
+    for a correct reduction, hence its looser bound."""
+    from hostile_pictures import _idat_bomb
+
+    with run_server() as server:
+        for colour, channels, bound_mb in [(0, 1, PEAK_RSS_MB), (2, 3, PEAK_RSS_MB), (6, 4, 450)]:
+            data = _idat_bomb(6000, colour, channels)  # 36 Mpx, under the 40 Mpx default
+            response = httpx.post(
+                f"{server.url}/v1/classify",
+                content=data,
+                headers={"content-type": "image/png"},
+                timeout=120,
+            )
+            assert response.status_code == 200, response.text
+            peak = server.peak_rss_mb()
+            assert peak < bound_mb, f"{channels} channels: peak RSS {peak:.0f} MB"
