@@ -10,7 +10,8 @@ Two layers, because each sees what the other cannot:
 - ``BodyDeadlineMiddleware`` (the app): the body must be in within ``body_timeout`` of the app's
   first read, else a 408 in the service's error shape, with the request id, logged and counted
   like any other response. 408 and 413 answers also close the connection, so a refused upload
-  cannot keep streaming into the server.
+  cannot keep streaming into the server; the close lingers briefly (half-close, drain) so the
+  client reads the answer rather than a reset.
 
 uvicorn's ``timeout_keep_alive`` already closes connections idle between requests.
 """
