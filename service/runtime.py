@@ -28,13 +28,16 @@ INPUT_NAME = "image"
 
 
 def open_session(
-    path: Path, providers: Sequence[str], intra_op_threads: int = 0
+    path: Path, providers: Sequence[str], intra_op_threads: int = 1
 ) -> onnxruntime.InferenceSession:
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = intra_op_threads
+    # Idle pool threads would spin waiting for work, taking the CPU that the event loop and the
+    # decoding threads need (benchmarks/README.md: the layout).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: no provider chatter on stderr
     return onnxruntime.InferenceSession(str(path), sess_options=options, providers=list(providers))
 

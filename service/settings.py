@@ -52,8 +52,10 @@ class Settings(BaseSettings):
 
     max_batch: Annotated[int, Field(ge=1, le=4096)] = 32
     batch_delay_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
-    # 0: onnxruntime's choice (one thread per core).
-    intra_op_threads: Annotated[int, Field(ge=0, le=256)] = 0
+    # Threads inside one onnxruntime call; 0: onnxruntime's choice (one per core it sees). One
+    # is fastest here: batching and the decoding threads already keep the cores busy
+    # (benchmarks/README.md).
+    intra_op_threads: Annotated[int, Field(ge=0, le=256)] = 1
     providers: CommaList = Field(default_factory=default_providers)
 
     # Slow clients (service/deadlines.py): headers must be in within header_timeout_s of the
