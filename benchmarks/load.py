@@ -1,14 +1,14 @@
 """Load benchmark: convscope and the plain FastAPI baseline under wrk, side by side, in one run.
 
-For each server: start it, check one request of each kind answers 200, then for each payload
-(28x28 PNG, 640x480 JPEG), body (raw, multipart) and concurrency (1, 8, 64): a warm-up, then
-``--duration`` seconds of wrk (1 thread, pinned to one core with ``taskset``; the server is not
+All servers run at once: check one request of each kind answers 200, then for each payload
+(28x28 PNG, 640x480 JPEG), body (raw; multipart) and concurrency (1, 8, 64; 1, 64), each server
+in turn: a warm-up, then ``--duration`` seconds of wrk (1 thread, pinned to one core with ``taskset``; the server is not
 pinned). Prints req/s, p50, p99, non-2xx, the server's CPU time per request and the peak RSS of
 its whole process tree (sampled from /proc every 100 ms). Then the cost of extras (all feature
 maps and the CAM, concurrency 1), the in-process ceiling and the cold start, and the issue's
 targets as ratios.
 
-    .venv/bin/python benchmarks/load.py                      # everything (about 8 minutes)
+    .venv/bin/python benchmarks/load.py                      # everything (about 6 minutes)
     .venv/bin/python benchmarks/load.py --duration 5 --concurrency 1,64 --bodies raw
     .venv/bin/python benchmarks/load.py --targets convscope \\
         --variant 'w2=--workers 2' --variant 'w1t2=CONVSCOPE_INTRA_OP_THREADS=2'
@@ -226,6 +226,22 @@ class Row:
     socket_errors: int
     cpu_ms: float  # server CPU time per request (all processes)
     peak_rss_mb: float
+    batch: float | None = None  # mean pictures per onnxruntime call (convscope's /metrics)
+
+
+def batches(server: Server) -> tuple[float, float] | None:
+    """(onnxruntime calls, pictures in them) so far, from /metrics; None without those metrics."""
+    try:
+        with urllib.request.urlopen(server.url("/metrics"), timeout=5) as r:
+            text = r.read().decode()
+    except (urllib.error.URLError, OSError):
+        return None
+    total = {"count": 0.0, "sum": 0.0}
+    for line in text.splitlines():
+        for key in total:
+            if line.startswith(f"convscope_batch_size_{key}{{"):
+                total[key] += float(line.rsplit(" ", 1)[1])
+    return (total["count"], total["sum"]) if total["count"] else None
 
 
 def wrk(url: str, script: str, body: Path, media: str, c: int, seconds: float, core: int) -> dict:
@@ -253,10 +269,13 @@ def measure(
     if args.warmup > 0:
         wrk(url, body, path, media, c, args.warmup, args.wrk_core)
     pids = tree(server.proc.pid)
+    before = batches(server) if server.target.extras else None
     server.sampler.reset()
     cpu0 = cpu_seconds(pids)
     r = wrk(url, body, path, media, c, args.duration, args.wrk_core)
     cpu = cpu_seconds(pids) - cpu0
+    after = batches(server) if before else None
+    batch = (after[1] - before[1]) / (after[0] - before[0]) if before and after else None
     sock = r["connect"] + r["read"] + r["write"] + r["timeout"]
     return Row(
         label,
@@ -270,6 +289,7 @@ def measure(
         socket_errors=sock,
         cpu_ms=1000 * cpu / max(1, r["requests"]),
         peak_rss_mb=server.sampler.peak / 2**20,
+        batch=batch,
     )
 
 
@@ -283,27 +303,31 @@ def medians(runs: list[Row]) -> list[Row]:
             k: statistics.median(getattr(r, k) for r in rs)
             for k in ("rps", "p50_ms", "p99_ms", "cpu_ms")
         }
-        errors = sum(r.non_2xx for r in rs), sum(r.socket_errors for r in rs)
-        peak = max(r.peak_rss_mb for r in rs)
-        out.append(Row(target, payload, body, c, **med, non_2xx=errors[0], socket_errors=errors[1],
-                       peak_rss_mb=peak))  # fmt: skip
+        sizes = [r.batch for r in rs if r.batch is not None]
+        row = Row(target, payload, body, c, **med, non_2xx=0, socket_errors=0, peak_rss_mb=0)
+        row.non_2xx = sum(r.non_2xx for r in rs)
+        row.socket_errors = sum(r.socket_errors for r in rs)
+        row.peak_rss_mb = max(r.peak_rss_mb for r in rs)
+        row.batch = statistics.median(sizes) if sizes else None
+        out.append(row)
     return out
 
 
 def print_row(row: Row) -> None:
     errors = f"{row.non_2xx}" + (f" (+{row.socket_errors} socket)" if row.socket_errors else "")
+    batch = "-" if row.batch is None else f"{row.batch:.1f}"
     print(
         f"| {row.target:22s} | {row.payload:5s} | {row.body:9s} | {row.concurrency:3d} "
         f"| {row.rps:8.0f} | {row.p50_ms:7.2f} | {row.p99_ms:7.2f} | {errors:>7s} "
-        f"| {row.cpu_ms:6.2f} | {row.peak_rss_mb:6.0f} |",
+        f"| {row.cpu_ms:6.2f} | {row.peak_rss_mb:6.0f} | {batch:>5s} |",
         flush=True,
     )
 
 
 HEADER = (
     "| server                 | pic   | body      |   c |    req/s | p50 ms  | p99 ms  | non-2xx "
-    "| CPU ms | RSS MB |\n"
-    "|---|---|---|--:|--:|--:|--:|--:|--:|--:|"
+    "| CPU ms | RSS MB | batch |\n"
+    "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"
 )
 
 
@@ -325,8 +349,11 @@ def main() -> None:
     ap.add_argument("--targets", default="convscope,plain", help="convscope, plain")
     ap.add_argument("--variant", action="append", default=[], help="NAME='ARGS AND ENV'")
     ap.add_argument("--duration", type=float, default=15.0, help="seconds per row")
-    ap.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per row")
+    ap.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per row")
     ap.add_argument("--concurrency", default="1,8,64")
+    ap.add_argument(
+        "--multipart-concurrency", default="1,64", help="for multipart bodies (keeps the run short)"
+    )
     ap.add_argument("--payloads", default="png,jpeg")
     ap.add_argument("--bodies", default="raw,multipart")
     ap.add_argument("--repeat", type=int, default=1, help="runs of the matrix (medians shown)")
@@ -338,7 +365,10 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write every figure here")
     args = ap.parse_args()
 
-    concurrency = [int(c) for c in args.concurrency.split(",")]
+    levels = {
+        "raw": [int(c) for c in args.concurrency.split(",")],
+        "multipart": [int(c) for c in args.multipart_concurrency.split(",")],
+    }
     payloads, bodies = args.payloads.split(","), args.bodies.split(",")
     work = Path(tempfile.mkdtemp(prefix="convscope-bench-"))
     paths = write_all(work)
@@ -371,6 +401,7 @@ def main() -> None:
     print(
         "# CPU ms: server CPU time per request (all its processes); RSS: peak of the process tree"
     )
+    print("# batch: mean pictures per onnxruntime call during the row (convscope's /metrics)")
     print()
     print(HEADER)
 
@@ -393,7 +424,7 @@ def main() -> None:
                 print(f"| run {rep + 1} of {args.repeat} |||||||||")
             for payload in payloads:
                 for body in bodies:
-                    for c in concurrency:
+                    for c in levels[body]:
                         for server in servers:
                             row = measure(server, server.target.name, payload, body, c, files, args)
                             runs.append(row)
