@@ -186,7 +186,7 @@ def write_card(model_path: Path, result: EvalResult) -> Path:
         "```",
         recipe.get("command", "?"),
         f"python -m training export {recipe.get('training', {}).get('out_dir', 'runs')}/best.pt"
-        f" --out {model_path}",
+        f" --out {model_path}" + (" --int8" if (folder / "model-int8.onnx").exists() else ""),
         "```",
         "",
         f"- {recipe.get('epochs_run', '?')} epochs (best validation accuracy at epoch "
@@ -196,7 +196,11 @@ def write_card(model_path: Path, result: EvalResult) -> Path:
         + (", horizontal flips" if recipe.get("training", {}).get("flip") is not False else "")
         + "; settings: `"
         + json.dumps(
-            {k: v for k, v in recipe.get("training", {}).items() if v is not None},
+            {
+                k: v
+                for k, v in recipe.get("training", {}).items()
+                if v is not None and k not in ("resume", "out_dir", "allow_download")
+            },
             separators=(", ", ": "),
         )
         + "`.",
@@ -215,6 +219,17 @@ def write_card(model_path: Path, result: EvalResult) -> Path:
         "",
         "![reliability diagram](reliability.png)",
     ]
+    int8 = folder / "model-int8.onnx"
+    if int8.exists():
+        m = read_metadata(int8).get("metrics", {})
+        if "test_accuracy" in m:
+            after_calibration = next(i for i, s in enumerate(lines) if s.startswith("- Calib")) + 1
+            lines[after_calibration:after_calibration] = [
+                f"- INT8 variant `model-int8.onnx` ({int8.stat().st_size / 1e6:.2f} MB, "
+                f"{m.get('quantization', 'static QDQ')}): test accuracy "
+                f"{100 * m['test_accuracy']:.2f} % on {m.get('test_size', '?')} images "
+                f"({100 * (m['test_accuracy'] - m.get('float_test_accuracy', 0)):+.2f} points).",
+            ]
     if (folder / "curves.png").exists():
         lines += ["", "![training curves](curves.png)"]
     card = folder / "card.md"

@@ -27,6 +27,8 @@ from .train import load_checkpoint
 
 log = logging.getLogger("training.export")
 OPSET = 18
+METADATA_KEYS = ("labels", "input", "layers", "temperature", "metrics", "version", "created",
+                 "recipe")  # fmt: skip
 PARITY_TOLERANCE = 1e-5
 
 
@@ -113,8 +115,7 @@ def build_metadata(ckpt: dict[str, Any], net: ConvNet, version: str) -> dict[str
             "epochs_run": len(history),
             "best_epoch": ckpt.get("epoch"),
             "train_seconds": round(sum(h["seconds"] for h in history), 1),
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
-            f"torch {torch.__version__}",
+            "machine": ckpt.get("machine", f"{platform.machine()}, torch {torch.__version__}"),
         },
     }
 
@@ -137,8 +138,9 @@ def set_metadata(model: onnx.ModelProto, metadata: dict[str, Any]) -> None:
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The contract's keys (others, such as the quantizer's own, are not JSON and not ours)."""
     model = onnx.load(str(path), load_external_data=False)
-    return {p.key: json.loads(p.value) for p in model.metadata_props}
+    return {p.key: json.loads(p.value) for p in model.metadata_props if p.key in METADATA_KEYS}
 
 
 def export_onnx(net: ConvNet, ckpt: dict[str, Any], out: Path, version: str = "1.0.0") -> Path:
@@ -208,13 +210,14 @@ def export_command(args: argparse.Namespace) -> None:
     if not args.no_evaluate:
         result = evaluate_model(out, ds.test_x, ds.test_y, out.parent)
         model = onnx.load(str(out))
-        meta = {p.key: json.loads(p.value) for p in model.metadata_props}
+        meta = read_metadata(out)
         meta["metrics"].update(result.summary())
         set_metadata(model, meta)
         onnx.save_model(model, str(out), save_as_external_data=False)
-        write_card(out, result)
     if args.int8:
         from .quantize import quantize_int8
 
         quantize_int8(out, ds.train_x[:512], ds.test_x, ds.test_y)
+    if not args.no_evaluate:
+        write_card(out, result)
     print(f"exported {out} ({out.stat().st_size / 1e6:.2f} MB)")

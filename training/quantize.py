@@ -56,4 +56,28 @@ def quantize_int8(
         out.unlink()
         log.warning("INT8 model dropped: it loses %.2f points (> %.1f)", loss, MAX_LOSS_POINTS)
         return None
+    _record_metrics(out, float(int8), len(test_y), float(full))
     return out
+
+
+def _record_metrics(path: Path, accuracy: float, size: int, float_accuracy: float) -> None:
+    """The INT8 file describes itself too: its own measured accuracy, and what it was made from."""
+    import json
+
+    import onnx
+
+    from .export import METADATA_KEYS, set_metadata
+
+    model = onnx.load(str(path))
+    meta = {p.key: json.loads(p.value) for p in model.metadata_props if p.key in METADATA_KEYS}
+    meta["metrics"] = {
+        **meta.get("metrics", {}),
+        "test_accuracy": round(accuracy, 5),
+        "test_size": size,
+        "float_test_accuracy": round(float_accuracy, 5),
+        "quantization": "static QDQ, per-channel, reduce_range, u8 activations / s8 weights",
+    }
+    meta["metrics"].pop("ece", None)
+    meta["metrics"].pop("nll", None)
+    set_metadata(model, meta)
+    onnx.save_model(model, str(path))

@@ -236,6 +236,7 @@ def train(cfg: TrainConfig) -> Path:
         dist.barrier()
     best = out / "best.pt"
     if main:
+        record_run(best, history, machine_description(device))
         calibrate(best, val_x, val_y)
         plot_curves(history, out / "curves.png")
         (out / "history.json").write_text(json.dumps(history, indent=1))
@@ -243,6 +244,23 @@ def train(cfg: TrainConfig) -> Path:
         dist.barrier()
         dist.destroy_process_group()
     return best
+
+
+def machine_description(device: torch.device) -> str:
+    import platform
+
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
+    return (
+        f"{where}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}"
+    )
+
+
+def record_run(best: Path, history: list[dict[str, float]], machine: str) -> None:
+    """best.pt was saved mid-run: give it the whole run's history and the machine it ran on."""
+    ckpt = torch.load(best, map_location="cpu", weights_only=False)
+    ckpt["history"], ckpt["machine"] = history, machine
+    torch.save(ckpt, best)
 
 
 def calibrate(best: Path, val_x: np.ndarray, val_y: np.ndarray) -> dict[str, float]:
