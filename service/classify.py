@@ -7,6 +7,7 @@ rendering top-k, feature-map grids and CAM overlays.
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass, field
 
@@ -75,6 +76,8 @@ def find_label(spec: ModelSpec, label: str) -> int:
 
 def parse_cam(spec: ModelSpec, value: str) -> int | None:
     """``cam``: false | true (each picture's top-1 class) | a label name or index."""
+    if value.strip().isdigit():  # "0" and "1" are class indices here, not booleans
+        return find_label(spec, value.strip())
     if value.strip().lower() in FALSE:
         return None
     if value.strip().lower() in TRUE:
@@ -159,8 +162,14 @@ def results(
 async def classify(
     model: LoadedModel, pictures: list[bytes], options: Options, max_pixels: int
 ) -> list[PictureResult]:
-    prepared = await prepare_all(pictures, model.spec, max_pixels)
-    arrays = await infer(model, prepared, options.outputs)
+    if len(pictures) == 1 and model.runtime.idle:
+        # Nobody to batch with: decode and run in one worker-thread call (one round trip).
+        decode = functools.partial(prepare_image, pictures[0], model.spec.input, max_pixels)
+        picture, arrays = await model.runtime.run_alone(decode, options.outputs)
+        prepared = [picture]
+    else:
+        prepared = await prepare_all(pictures, model.spec, max_pixels)
+        arrays = await infer(model, prepared, options.outputs)
     small = sum(p.pixels.size for p in prepared) <= INLINE_RESULT_PIXELS
     if small and not options.layers and options.cam is None:
         # Top-k and a small input PNG: ~50 us, less than the round trip to a worker thread.
