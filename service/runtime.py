@@ -3,8 +3,10 @@
 Pictures from concurrent requests that ask for the same outputs are stacked into one
 ``session.run`` (up to ``max_batch`` pictures). A picture that reaches an idle model runs at
 once: the batch wait (``batch_delay_ms``, counted from the oldest queued picture) only applies
-to pictures that queued behind a running batch, i.e. when there is load to group. onnxruntime
-computes only the outputs asked for, so plain classification pays nothing for feature maps.
+to pictures that queued behind a running batch, i.e. when there is load to group. A lone
+picture for an idle model can also be decoded and run in one worker-thread call
+(``run_alone``): one thread round trip instead of two. onnxruntime computes only the outputs
+asked for, so plain classification pays nothing for feature maps.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 
@@ -25,6 +27,13 @@ if TYPE_CHECKING:
     from .metrics import Metrics
 
 INPUT_NAME = "image"
+
+
+class HasPixels(Protocol):
+    pixels: np.ndarray  # one picture, [H, W, C]
+
+
+P = TypeVar("P", bound=HasPixels)
 
 
 def open_session(
@@ -70,7 +79,7 @@ class ModelRuntime:
         self._queue: list[_Job] = []
         self._arrived: asyncio.Event | None = None  # made inside the loop that drains
         self._worker: asyncio.Task[None] | None = None
-        self._running = False
+        self._running = 0  # session.run calls in flight (batches and lone pictures)
 
     def run(self, pixels: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
         """Blocking call, no batching (warm-up, checks). Safe from any thread."""
@@ -80,8 +89,7 @@ class ModelRuntime:
             self.metrics.observe_batch(self.name, len(pixels), time.perf_counter() - start)
         return dict(zip(outputs, arrays, strict=True))
 
-    async def infer(self, pixels: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
-        """Run uint8 pictures [N, H, W, C]; returns each requested output with N rows."""
+    def _check(self, pixels: np.ndarray, outputs: Sequence[str]) -> None:
         unknown = [o for o in outputs if o not in self.output_names]
         if unknown or not outputs:
             raise ValueError(f"model {self.name} has no output {unknown or '(none asked)'}")
@@ -95,9 +103,39 @@ class ModelRuntime:
             )
         ):
             raise ValueError(f"model {self.name} takes uint8 [N, *{self.input_shape}] pictures")
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued or running: a picture arriving now has nobody to share a batch with."""
+        return not self._running and not self._queue and self._worker is None
+
+    async def run_alone(
+        self, prepare: Callable[[], P], outputs: Sequence[str]
+    ) -> tuple[P, dict[str, np.ndarray]]:
+        """Decode one picture (``prepare``) and run it, both in one worker-thread call.
+
+        For an ``idle`` model (the caller checks, with no await in between): a lone request then
+        crosses threads once, not twice. Pictures that arrive meanwhile queue and batch as usual.
+        """
+
+        def work() -> tuple[P, dict[str, np.ndarray]]:
+            picture = prepare()
+            pixels = picture.pixels[None]
+            self._check(pixels, outputs)
+            return picture, self.run(pixels, outputs)
+
+        self._running += 1
+        try:
+            return await asyncio.to_thread(work)
+        finally:
+            self._running -= 1
+
+    async def infer(self, pixels: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """Run uint8 pictures [N, H, W, C]; returns each requested output with N rows."""
+        self._check(pixels, outputs)
         key = tuple(sorted(set(outputs)))
         future = asyncio.get_running_loop().create_future()
-        job = _Job(pixels, key, future, behind_run=self._running)
+        job = _Job(pixels, key, future, behind_run=self._running > 0)
         self._queue.append(job)
         if self._worker is None:
             # A task rather than running inline: pictures queued in the same loop tick join in.
@@ -154,7 +192,7 @@ class ModelRuntime:
 
     async def _run_batch(self, batch: list[_Job]) -> None:
         pixels = batch[0].pixels if len(batch) == 1 else np.concatenate([j.pixels for j in batch])
-        self._running = True
+        self._running += 1
         try:
             result = await asyncio.to_thread(self.run, pixels, batch[0].outputs)
         except Exception as exc:  # every waiting caller gets the error, the loop keeps going
@@ -163,7 +201,7 @@ class ModelRuntime:
                     job.future.set_exception(exc)
             return
         finally:
-            self._running = False
+            self._running -= 1
         start = 0
         for job in batch:
             end = start + len(job.pixels)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +109,68 @@ def test_pictures_queued_behind_a_running_batch_wait_and_group(model_file: Path)
 
     asyncio.run(scenario())
     assert batches(metrics) == (2, 3)  # [first], [second, third]
+
+
+@dataclass
+class Picture:
+    pixels: np.ndarray
+
+
+def test_a_lone_picture_is_decoded_and_run_in_one_call(model_file: Path, reference) -> None:
+    runtime, metrics = make_runtime(model_file)
+    x = pictures(1)
+    decoded = Picture(x[0])
+    threads: list[int] = []
+
+    def decode() -> Picture:
+        threads.append(threading.get_ident())
+        return decoded
+
+    async def scenario() -> tuple[Picture, dict[str, np.ndarray], bool]:
+        assert runtime.idle
+        picture, got = await runtime.run_alone(decode, ["probabilities"])
+        return picture, got, runtime.idle
+
+    picture, got, idle_after = asyncio.run(scenario())
+    assert picture is decoded and list(got) == ["probabilities"]
+    np.testing.assert_array_equal(got["probabilities"], reference(x))
+    assert threads and threads[0] != threading.get_ident()  # off the event loop
+    assert idle_after and batches(metrics) == (1, 1)
+
+
+def test_pictures_arriving_during_a_lone_run_are_batched(model_file: Path) -> None:
+    runtime, metrics = make_runtime(model_file, batch_delay_ms=0)
+    release = threading.Event()
+
+    def slow_decode() -> Picture:
+        release.wait(5)
+        return Picture(pictures(1)[0])
+
+    async def scenario() -> bool:
+        lone = asyncio.create_task(runtime.run_alone(slow_decode, ["probabilities"]))
+        await asyncio.sleep(0.01)  # the lone picture is being decoded
+        busy = not runtime.idle
+        others = [runtime.infer(pictures(1, s), ["probabilities"]) for s in range(3)]
+        gathered = asyncio.gather(*others)
+        await asyncio.sleep(0.05)  # the three have run by now, as one batch
+        release.set()
+        await asyncio.gather(lone, gathered)
+        return busy
+
+    assert asyncio.run(scenario())
+    assert batches(metrics) == (2, 4)  # [three] and the lone one
+    assert runtime.idle
+
+
+def test_a_lone_run_reports_decoding_errors_as_they_are(model_file: Path) -> None:
+    runtime, _ = make_runtime(model_file)
+
+    def bad() -> Picture:
+        raise LookupError("not a picture")
+
+    with pytest.raises(LookupError, match="not a picture"):
+        asyncio.run(runtime.run_alone(bad, ["probabilities"]))
+    assert runtime.idle
 
 
 @pytest.mark.parametrize(
