@@ -2,13 +2,13 @@
 
 All servers run at once: check one request of each kind answers 200, then for each payload
 (28x28 PNG, 640x480 JPEG), body (raw; multipart) and concurrency (1, 8, 64; 1, 64), each server
-in turn: a warm-up, then ``--duration`` seconds of wrk (1 thread, pinned to one core with ``taskset``; the server is not
-pinned). Prints req/s, p50, p99, non-2xx, the server's CPU time per request and the peak RSS of
-its whole process tree (sampled from /proc every 100 ms). Then the cost of extras (all feature
-maps and the CAM, concurrency 1), the in-process ceiling and the cold start, and the issue's
-targets as ratios.
+in turn: a warm-up, then ``--duration`` seconds of wrk (1 thread, pinned to one core with
+``taskset``; the servers are not pinned). Prints req/s, p50, p99, non-2xx, the server's CPU
+time per request, the peak RSS of its whole process tree (sampled from /proc every 100 ms) and
+convscope's mean batch size. Then the cost of extras (all feature maps and the CAM, concurrency
+1), the in-process ceiling, the cold start, and the issue's targets as ratios.
 
-    .venv/bin/python benchmarks/load.py                      # everything (about 6 minutes)
+    .venv/bin/python benchmarks/load.py                      # everything (about 7 minutes)
     .venv/bin/python benchmarks/load.py --duration 5 --concurrency 1,64 --bodies raw
     .venv/bin/python benchmarks/load.py --targets convscope \\
         --variant 'w2=--workers 2' --variant 'w1t2=CONVSCOPE_INTRA_OP_THREADS=2'
@@ -275,7 +275,9 @@ def measure(
     r = wrk(url, body, path, media, c, args.duration, args.wrk_core)
     cpu = cpu_seconds(pids) - cpu0
     after = batches(server) if before else None
-    batch = (after[1] - before[1]) / (after[0] - before[0]) if before and after else None
+    calls = after[0] - before[0] if before and after else 0
+    # With several workers each has its own /metrics: the two reads may hit different ones.
+    batch = (after[1] - before[1]) / calls if before and after and calls > 0 else None
     sock = r["connect"] + r["read"] + r["write"] + r["timeout"]
     return Row(
         label,
