@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 MODEL_DIR ?= models
 
-.PHONY: install install-service serve train export evaluate test test-fast lint typecheck bench audit soak clean
+.PHONY: install install-service serve train export evaluate test test-fast lint typecheck bench bench-load audit soak clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ test-fast: install
 
 bench: install
 	$(PY) benchmarks/train_speed.py
+
+# Service throughput, latency, memory and cold start against a plain FastAPI app (~7 min; needs
+# wrk, Debian package `wrk`); results and method in benchmarks/README.md.
+bench-load: install
+	$(PY) benchmarks/load.py
 
 # Known vulnerabilities in the installed packages (pip-audit against the PyPI advisory database).
 # Not part of `make test` or CI's verdict: the database must be online. A mirror or proxy that
