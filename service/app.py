@@ -7,8 +7,6 @@ Every error leaves as ``{"error": {"code", "message"}}``: our own ServiceErrors,
 from __future__ import annotations
 
 import logging
-import re
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -28,8 +26,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import __version__
 from .deadlines import BodyDeadlineMiddleware, client_disconnected
 from .errors import ModelError, ServiceError
+from .fastlane import FastLane
 from .limits import BodyLimitMiddleware, send_error
-from .logs import AccessLogMiddleware
+from .logs import AccessLogMiddleware, pick_request_id
 from .metrics import Metrics, MetricsMiddleware, route_template
 from .registry import Registry
 from .reloading import reloading
@@ -40,7 +39,6 @@ from .settings import Settings
 log = logging.getLogger("service")
 
 STATIC = Path(__file__).resolve().parent / "static"
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -106,8 +104,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = pick_request_id(dict(scope["headers"]).get(b"x-request-id"))
         scope.setdefault("state", {})["request_id"] = request_id
         started = False
 
@@ -157,6 +154,17 @@ class OneLineStartupError:
         await self.app(scope, receive, send_concise)
 
 
+class ConvscopeApp(FastAPI):
+    """FastAPI, with the fast lane in front of its middleware stack (its own included)."""
+
+    lane: FastLane | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.lane is not None and await self.lane.handle(scope, receive, send):
+            return
+        await super().__call__(scope, receive, send)
+
+
 def operation_id(route: APIRoute) -> str:
     return route.name
 
@@ -181,7 +189,7 @@ def create_app(settings: Settings, static_dir: Path | None = STATIC) -> FastAPI:
         finally:
             app.state.registry = None
 
-    app = FastAPI(
+    app = ConvscopeApp(
         title="convscope",
         version=__version__,
         description=DESCRIPTION,
@@ -211,6 +219,8 @@ def create_app(settings: Settings, static_dir: Path | None = STATIC) -> FastAPI:
     app.add_middleware(V2ErrorEnvelope)  # /v2 errors in the protocol's shape, 413 and 500 too
     app.add_middleware(AccessLogMiddleware)  # one line per request, as the client saw it
     app.add_middleware(OneLineStartupError)
+    # Before all of it: plain raw-body classifications are answered there (service/fastlane.py).
+    app.lane = FastLane(settings, metrics, app.state)
 
     for router in ROUTERS:
         app.include_router(router)

@@ -1,8 +1,11 @@
 """One classification: pictures -> prepared pixels -> one batched inference -> per-picture results.
 
-The routes parse HTTP; this module does the work they share: the ``feature_maps`` and ``cam``
-options, decoding in worker threads, asking the runtime for exactly the outputs needed, and
-rendering top-k, feature-map grids and CAM overlays.
+The routes (and the fast lane, service/fastlane.py) parse HTTP; this module does the work they
+share: the ``feature_maps`` and ``cam`` options, decoding in worker threads, asking the runtime
+for exactly the outputs needed, and rendering top-k, feature-map grids and CAM overlays.
+
+Results are plain dicts in the order of ``schemas.PictureResult``: the fast lane serialises them
+directly, the FastAPI routes validate them against the schema.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import functools
 import io
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -19,7 +23,6 @@ from .errors import InvalidParameter, NotFound, ServiceError
 from .imaging import Prepared, prepare_image, sniff_format
 from .registry import LoadedModel
 from .render import cam_overlay, data_url, feature_grid
-from .schemas import Cam, FeatureMap, Grid, PictureResult, Prediction, Preprocessing
 from .spec import LayerSpec, ModelSpec
 
 TOP = -1  # cam=true: the map of each picture's own top-1 class
@@ -38,6 +41,12 @@ class Options:
     top_k: int = 5
     layers: list[LayerSpec] = field(default_factory=list)
     cam: int | None = None  # None: no CAM; TOP: top-1 class; else a class index
+    input_image: bool = False  # the network input as a PNG data URL
+
+    @property
+    def display(self) -> bool:
+        """The CAM overlay is drawn on the 224 px display picture; nothing else needs it."""
+        return self.cam is not None
 
     @property
     def outputs(self) -> list[str]:
@@ -103,18 +112,19 @@ def decodes_quickly(data: bytes) -> bool:
     return width * height <= INLINE_PNG_PIXELS
 
 
-async def prepare_all(pictures: list[bytes], spec: ModelSpec, max_pixels: int) -> list[Prepared]:
+async def prepare_all(
+    pictures: list[bytes], spec: ModelSpec, max_pixels: int, *, display: bool = False
+) -> list[Prepared]:
     """Decode each picture (small PNGs inline, others in a worker thread); errors say which
     picture when there are several."""
     prepared = []
     for i, data in enumerate(pictures):
+        prepare = functools.partial(prepare_image, data, spec.input, max_pixels, display=display)
         try:
             if decodes_quickly(data):
-                prepared.append(prepare_image(data, spec.input, max_pixels))
+                prepared.append(prepare())
             else:
-                prepared.append(
-                    await run_in_threadpool(prepare_image, data, spec.input, max_pixels)
-                )
+                prepared.append(await run_in_threadpool(prepare))
         except ServiceError as exc:
             if len(pictures) == 1:
                 raise
@@ -136,69 +146,92 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def top_k(spec: ModelSpec, probs: np.ndarray, k: int) -> list[Prediction]:
-    order = np.argsort(-probs, kind="stable")[: min(k, len(spec.labels))]
-    return [
-        Prediction(label=spec.labels[i], index=int(i), probability=float(probs[i])) for i in order
-    ]
+def top_k(spec: ModelSpec, probs: np.ndarray, k: int) -> list[dict[str, Any]]:
+    order = np.argsort(-probs, kind="stable")[: min(k, len(spec.labels))].tolist()
+    values = probs.tolist()
+    return [{"label": spec.labels[i], "index": i, "probability": values[i]} for i in order]
 
 
-def feature_map(layer: LayerSpec, fmap: np.ndarray) -> FeatureMap:
+def feature_map(layer: LayerSpec, fmap: np.ndarray) -> dict[str, Any]:
     image, grid = feature_grid(fmap)
-    return FeatureMap(
-        layer=layer.name,
-        kind=layer.kind,
-        kernel=layer.kernel,
-        stride=layer.stride,
-        padding=layer.padding,
-        shape=list(fmap.shape),
-        grid=Grid(**grid),
-        image=data_url(image),
-    )
+    return {
+        "layer": layer.name,
+        "kind": layer.kind,
+        "kernel": layer.kernel,
+        "stride": layer.stride,
+        "padding": layer.padding,
+        "shape": list(fmap.shape),
+        "grid": grid,
+        "image": data_url(image),
+    }
 
 
-def cam_of(spec: ModelSpec, cams: np.ndarray, index: int, display: np.ndarray) -> Cam:
+def cam_of(spec: ModelSpec, cams: np.ndarray, index: int, display: np.ndarray) -> dict[str, Any]:
     image = cam_overlay(cams[index], display)
-    return Cam(label=spec.labels[index], index=index, image=data_url(image))
+    return {"label": spec.labels[index], "index": index, "image": data_url(image)}
 
 
 def results(
     model: LoadedModel, prepared: list[Prepared], arrays: dict, options: Options
-) -> list[PictureResult]:
-    """Blocking (PNG encoding): call it in a worker thread."""
+) -> list[dict[str, Any]]:
+    """One ``schemas.PictureResult`` dict per picture. Blocking when it encodes PNGs (input
+    image, feature maps, CAM): then call it in a worker thread."""
     spec, out = model.spec, []
     for i, picture in enumerate(prepared):
         probs = arrays["probabilities"][i]
-        result = PictureResult(
-            predictions=top_k(spec, probs, options.top_k),
-            preprocessing=Preprocessing(**picture.info),
-            input_image=data_url(png(picture.pixels)),
-        )
+        fmaps = cam = None
         if options.layers:
-            result.feature_maps = [feature_map(ly, arrays[ly.output][i]) for ly in options.layers]
+            fmaps = [feature_map(ly, arrays[ly.output][i]) for ly in options.layers]
         if options.cam is not None:
+            assert picture.display is not None  # prepared with display=options.display
             index = int(np.argmax(probs)) if options.cam == TOP else options.cam
-            result.cam = cam_of(spec, arrays["cam"][i], index, picture.display)
+            cam = cam_of(spec, arrays["cam"][i], index, picture.display)
+        result = {
+            "predictions": top_k(spec, probs, options.top_k),
+            "preprocessing": picture.info,
+            "input_image": data_url(png(picture.pixels)) if options.input_image else None,
+            "feature_maps": fmaps,
+            "cam": cam,
+        }
         out.append(result)
     return out
 
 
 async def classify(
-    model: LoadedModel, pictures: list[bytes], options: Options, max_pixels: int
-) -> list[PictureResult]:
-    if len(pictures) == 1 and model.runtime.idle and not decodes_quickly(pictures[0]):
+    model: LoadedModel,
+    pictures: list[bytes],
+    options: Options,
+    max_pixels: int,
+    *,
+    alone: bool = False,
+) -> list[dict[str, Any]]:
+    """``alone``: the caller knows no other request is in flight, so a small picture for an idle
+    model is run right here on the event loop (``ModelRuntime.run_inline``): no thread round
+    trip, nobody kept waiting."""
+    runtime, spec = model.runtime, model.spec
+    if len(pictures) == 1 and runtime.idle and not decodes_quickly(pictures[0]):
         # Nobody to batch with: decode and run in one worker-thread call (one round trip).
-        decode = functools.partial(prepare_image, pictures[0], model.spec.input, max_pixels)
-        picture, arrays = await model.runtime.run_alone(decode, options.outputs)
+        decode = functools.partial(
+            prepare_image, pictures[0], spec.input, max_pixels, display=options.display
+        )
+        picture, arrays = await runtime.run_alone(decode, options.outputs)
         prepared = [picture]
     else:
-        prepared = await prepare_all(pictures, model.spec, max_pixels)
-        arrays = await infer(model, prepared, options.outputs)
+        prepared = await prepare_all(pictures, spec, max_pixels, display=options.display)
+        if alone and len(prepared) == 1 and runtime.can_run_inline:
+            arrays = runtime.run_inline(prepared[0].pixels[None], options.outputs)
+        else:
+            arrays = await infer(model, prepared, options.outputs)
     small = sum(p.pixels.size for p in prepared) <= INLINE_RESULT_PIXELS
     if small and not options.layers and options.cam is None:
-        # Top-k and a small input PNG: ~50 us, less than the round trip to a worker thread.
+        # Top-k (and a small input PNG): ~10-50 us, less than a round trip to a worker thread.
         return results(model, prepared, arrays, options)
     return await run_in_threadpool(results, model, prepared, arrays, options)
+
+
+def response(model: LoadedModel, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """A ``schemas.ClassifyResponse`` as a dict."""
+    return {"model": {"name": model.name, "version": model.spec.version}, "results": results}
 
 
 def one_picture(pictures: list[bytes]) -> bytes:

@@ -15,6 +15,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from .errors import NotReady, Unauthorized
 from .metrics import Metrics
@@ -68,14 +69,26 @@ async def require_api_key(
     header_key: Annotated[str | None, Security(api_key_header)],
 ) -> None:
     """Open when no keys are configured; otherwise a Bearer token or X-API-Key must match one."""
-    if not settings.api_keys:
-        return
-    given = credentials.credentials if credentials is not None else header_key
+    if settings.api_keys:
+        given = credentials.credentials if credentials is not None else header_key
+        check_api_key(settings.api_keys, given)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of ``Authorization: Bearer <token>``, parsed as FastAPI's HTTPBearer does."""
+    scheme, token = get_authorization_scheme_param(authorization)
+    if not (authorization and scheme and token) or scheme.lower() != "bearer":
+        return None
+    return token
+
+
+def check_api_key(keys: list[str], given: str | None) -> None:
+    """Raises Unauthorized unless ``given`` is one of ``keys`` (the routes and the fast lane)."""
     if not given:
         raise Unauthorized(
             "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
         )
     # Compare against every key in constant time, so timing says nothing about which is close.
-    matches = [hmac.compare_digest(given.encode(), key.encode()) for key in settings.api_keys]
+    matches = [hmac.compare_digest(given.encode(), key.encode()) for key in keys]
     if not any(matches):
         raise Unauthorized("the API key is not valid")

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .errors import PayloadTooLarge
 
 
-def _too_large(limit: int) -> PayloadTooLarge:
+def too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
 
 
@@ -47,7 +47,7 @@ class BodyLimitMiddleware:
         limit = self.max_bytes
         for key, value in scope["headers"]:
             if key == b"content-length" and value.isdigit() and int(value) > limit:
-                error = _too_large(limit)
+                error = too_large(limit)
                 await send_error(send, error.status, error.payload())
                 return
         received, started = 0, False
@@ -58,7 +58,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _too_large(limit)
+                    raise too_large(limit)
             return message
 
         async def tracking_send(message: Message) -> None:

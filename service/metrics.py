@@ -60,6 +60,10 @@ class Metrics:
             registry=self.registry,
         )
 
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+
     def observe_batch(self, model: str, pictures: int, seconds: float) -> None:
         self.inference.labels(model).observe(seconds)
         self.batch_size.labels(model).observe(pictures)
@@ -93,6 +97,5 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route, method = route_template(scope), scope["method"]
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.latency.labels(method, route).observe(time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self.metrics.observe_request(scope["method"], route_template(scope), status, seconds)

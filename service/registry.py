@@ -98,6 +98,8 @@ def warm_up(runtime: ModelRuntime, spec: ModelSpec, path: Path) -> None:
     blank = np.zeros((1, spec.input.height, spec.input.width, spec.input.channels), np.uint8)
     try:
         probs = runtime.session.run(["probabilities"], {INPUT_NAME: blank})[0]
+        if runtime.lone_session is not None:
+            runtime.lone_session.run(["probabilities"], {INPUT_NAME: blank})
     except Exception as exc:
         raise ModelError(path, f"warm-up inference failed ({_first_line(exc)})") from exc
     if probs.shape != (1, len(spec.labels)):
@@ -124,12 +126,16 @@ def load_model(
         raise ModelError(path, f"not a loadable ONNX model ({_first_line(exc)})") from exc
     spec = ModelSpec.from_metadata(name, session.get_modelmeta().custom_metadata_map, path)
     check_contract(session, spec, path)
+    lone = None
+    if settings.lone_threads and settings.providers[0] == "CPUExecutionProvider":
+        lone = open_session(path, settings.providers, settings.lone_threads, spinning=True)
     runtime = ModelRuntime(
         session,
         name,
         max_batch=settings.max_batch,
         batch_delay_ms=settings.batch_delay_ms,
         metrics=metrics,
+        lone_session=lone,
     )
     warm_up(runtime, spec, path)
     return LoadedModel(name=name, path=path, spec=spec, runtime=runtime)
@@ -188,6 +194,9 @@ class Registry:
             return self._models[name]
         except KeyError:
             raise NotFound(f"no model named {name[:64]!r}") from None
+
+    def find(self, name: str) -> LoadedModel | None:
+        return self._models.get(name)
 
     @property
     def default(self) -> LoadedModel:

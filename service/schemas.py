@@ -86,7 +86,9 @@ class Cam(BaseModel):
 class PictureResult(BaseModel):
     predictions: list[Prediction] = Field(description="Top-k classes, most probable first.")
     preprocessing: Preprocessing
-    input_image: str = Field(description="PNG data URL of the exact pixels the network saw.")
+    input_image: str | None = Field(
+        None, description="PNG data URL of the exact pixels the network saw (input_image=true)."
+    )
     feature_maps: list[FeatureMap] | None = None
     cam: Cam | None = None
 

@@ -52,11 +52,15 @@ class Settings(BaseSettings):
 
     max_batch: Annotated[int, Field(ge=1, le=4096)] = 32
     batch_delay_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
-    # Threads inside one onnxruntime call; 0: onnxruntime's choice (one per core it sees). One
-    # is fastest here: batching and the decoding threads already keep the cores busy
-    # (benchmarks/README.md).
-    intra_op_threads: Annotated[int, Field(ge=0, le=256)] = 1
+    # Threads inside one batched onnxruntime call (they do not spin); 0: onnxruntime's choice
+    # (one per core it sees). Two on two cores: a batch then finishes while the event loop
+    # waits for it, +22-35 % at concurrency 8-64 over one (benchmarks/README.md).
+    intra_op_threads: Annotated[int, Field(ge=0, le=256)] = 2
     providers: CommaList = Field(default_factory=default_providers)
+    # A second session for requests that arrive when nothing else is in flight, run without a
+    # thread hop, with this many spinning intra-op threads (lower latency for a lone client;
+    # benchmarks/README.md). 0: none, lone pictures go through the batcher. CPU provider only.
+    lone_threads: Annotated[int, Field(ge=0, le=256)] = 2
 
     # Slow clients (service/deadlines.py): headers must be in within header_timeout_s of the
     # connection (or request) starting, the body within body_timeout_s of the app's first read

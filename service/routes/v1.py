@@ -18,11 +18,12 @@ from ..classify import (
     parse_cam,
     parse_layers,
     prepare_all,
+    response,
 )
 from ..deps import DefaultModelDep, ModelDep, RegistryDep, SettingsDep, require_api_key
 from ..registry import LoadedModel
 from ..render import cam_overlay, feature_grid
-from ..schemas import ClassifyResponse, ModelInfo, ModelList, ModelRef, error_responses
+from ..schemas import ClassifyResponse, ModelInfo, ModelList, error_responses
 from ..settings import Settings
 from ..uploads import REQUEST_BODY, read_pictures
 
@@ -53,6 +54,10 @@ CamQuery = Annotated[
         max_length=200,
     ),
 ]
+InputImage = Annotated[
+    bool,
+    Query(description="Also return the exact pixels the network saw, as a PNG data URL."),
+]
 Label = Annotated[
     str | None,
     Query(description="Label name or index; default: the top-1 class.", max_length=200),
@@ -66,13 +71,13 @@ async def _classify(
     top_k: int,
     feature_maps: str,
     cam: str,
-) -> ClassifyResponse:
+    input_image: bool,
+) -> dict[str, Any]:
     # Options first: a bad parameter is refused before the upload is read.
-    options = Options(top_k, parse_layers(model.spec, feature_maps), parse_cam(model.spec, cam))
+    layers, cam_class = parse_layers(model.spec, feature_maps), parse_cam(model.spec, cam)
+    options = Options(top_k, layers, cam_class, input_image)
     pictures = await read_pictures(request, settings.max_images)
-    results = await classify(model, pictures, options, settings.max_pixels)
-    ref = ModelRef(name=model.name, version=model.spec.version)
-    return ClassifyResponse(model=ref, results=results)
+    return response(model, await classify(model, pictures, options, settings.max_pixels))
 
 
 @router.post(
@@ -90,8 +95,9 @@ async def classify_default(
     top_k: TopK = 5,
     feature_maps: FeatureMaps = "false",
     cam: CamQuery = "false",
-) -> ClassifyResponse:
-    return await _classify(request, model, settings, top_k, feature_maps, cam)
+    input_image: InputImage = False,
+) -> dict[str, Any]:
+    return await _classify(request, model, settings, top_k, feature_maps, cam, input_image)
 
 
 @router.post(
@@ -109,8 +115,9 @@ async def classify_with_model(
     top_k: TopK = 5,
     feature_maps: FeatureMaps = "false",
     cam: CamQuery = "false",
-) -> ClassifyResponse:
-    return await _classify(request, model, settings, top_k, feature_maps, cam)
+    input_image: InputImage = False,
+) -> dict[str, Any]:
+    return await _classify(request, model, settings, top_k, feature_maps, cam, input_image)
 
 
 @router.post(
@@ -146,11 +153,13 @@ async def cam_png(
 ) -> Response:
     index = None if label is None else find_label(model.spec, label)
     picture = one_picture(await read_pictures(request, settings.max_images))
-    prepared = await prepare_all([picture], model.spec, settings.max_pixels)
+    prepared = await prepare_all([picture], model.spec, settings.max_pixels, display=True)
     arrays = await infer(model, prepared, ["probabilities", "cam"])
     if index is None:
         index = int(arrays["probabilities"][0].argmax())
-    image = await run_in_threadpool(cam_overlay, arrays["cam"][0][index], prepared[0].display)
+    display = prepared[0].display
+    assert display is not None
+    image = await run_in_threadpool(cam_overlay, arrays["cam"][0][index], display)
     return Response(image, media_type="image/png", headers={"X-Class-Index": str(index)})
 
 

@@ -50,7 +50,12 @@ export async function listModels() {
 }
 
 export async function classify(model, blob, { topK = 5, featureMaps = true, cam = true } = {}) {
-  const query = new URLSearchParams({ top_k: String(topK), feature_maps: String(featureMaps) });
+  // input_image: the page shows the pixels the network saw; API clients rarely need them.
+  const query = new URLSearchParams({
+    top_k: String(topK),
+    feature_maps: String(featureMaps),
+    input_image: "true",
+  });
   query.set("cam", cam === true ? "true" : String(cam));
   const form = new FormData();
   form.append("file", blob, blob.name || "picture.png");

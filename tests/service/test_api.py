@@ -119,7 +119,7 @@ def test_models_describe_themselves(client: TestClient, model_meta: dict[str, An
 def test_probabilities_equal_the_model_on_the_same_pixels(
     client: TestClient, shirt: np.ndarray, reference, model_meta: dict[str, Any]
 ) -> None:
-    r = client.post("/v1/classify?top_k=100", content=pics.png(shirt))
+    r = client.post("/v1/classify?top_k=100&input_image=true", content=pics.png(shirt))
     assert r.status_code == 200
     body = r.json()
     assert body["model"] == {"name": "fashion-mnist", "version": model_meta["version"]}
@@ -148,6 +148,9 @@ def test_probabilities_equal_the_model_on_the_same_pixels(
     seen = decode_data_url(result["input_image"])
     np.testing.assert_array_equal(np.asarray(seen), shirt)
     assert result["feature_maps"] is None and result["cam"] is None
+    # Without input_image=true the answer carries no picture.
+    plain = client.post("/v1/classify?top_k=100", content=pics.png(shirt)).json()["results"][0]
+    assert plain["input_image"] is None and plain["predictions"] == result["predictions"]
 
 
 def test_the_three_ways_to_send_a_picture_agree(client: TestClient, shirt: np.ndarray) -> None:

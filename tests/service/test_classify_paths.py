@@ -47,9 +47,9 @@ def test_small_pngs_decode_in_the_loop_thread_and_photos_in_a_worker(
     threads: list[int] = []
     real = classify.prepare_image
 
-    def recording(data: bytes, *args: object) -> classify.Prepared:
+    def recording(data: bytes, *args: object, **kw: bool) -> classify.Prepared:
         threads.append(threading.get_ident())
-        return real(data, *args)  # type: ignore[arg-type]
+        return real(data, *args, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(classify, "prepare_image", recording)
     model_spec = type("Spec", (), {"input": spec})()

@@ -36,7 +36,8 @@ def items() -> np.ndarray:
 
 
 def prep(data: bytes, spec: InputSpec = SPEC, max_pixels: int = MAX_PIXELS, **kw: bool):
-    return prepare_image(data, spec, max_pixels, **kw)
+    """With the display picture, which most of these tests also check."""
+    return prepare_image(data, spec, max_pixels, **{"display": True, **kw})
 
 
 def grey(p) -> np.ndarray:

@@ -24,7 +24,7 @@ def test_defaults_are_safe_for_a_public_port() -> None:
     assert s.default_model is None
     assert (s.max_upload_bytes, s.max_pixels, s.max_images) == (10 * 1024 * 1024, 40_000_000, 16)
     assert (s.api_keys, s.cors_origins) == ([], [])
-    assert (s.max_batch, s.batch_delay_ms, s.intra_op_threads) == (32, 2.0, 1)
+    assert (s.max_batch, s.batch_delay_ms, s.intra_op_threads, s.lone_threads) == (32, 2.0, 2, 2)
     assert s.providers[-1] == "CPUExecutionProvider"
 
 
