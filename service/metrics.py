@@ -7,6 +7,7 @@ label set stays small); the model side by the runtime after each onnxruntime cal
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -60,14 +61,35 @@ class Metrics:
             registry=self.registry,
         )
 
+        # The labelled children, looked up once per label set: .labels() costs a few us a call,
+        # and the label sets are few (route templates, status codes, model names).
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._batch_children: dict[str, tuple[Any, Any, Any]] = {}
+
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_batch(self, model: str, pictures: int, seconds: float) -> None:
-        self.inference.labels(model).observe(seconds)
-        self.batch_size.labels(model).observe(pictures)
-        self.pictures.labels(model).inc(pictures)
+        children = self._batch_children.get(model)
+        if children is None:
+            children = (
+                self.inference.labels(model),
+                self.batch_size.labels(model),
+                self.pictures.labels(model),
+            )
+            self._batch_children[model] = children
+        children[0].observe(seconds)
+        children[1].observe(pictures)
+        children[2].inc(pictures)
 
 
 def route_template(scope: Scope) -> str:

@@ -1,0 +1,285 @@
+"""The fast lane (service/fastlane.py) answers exactly as the FastAPI routes would.
+
+Every request here goes to two apps on the same settings: the real one, whose lane answers plain
+raw-body classifications, and a twin with its lane switched off, where FastAPI answers
+everything. Status, JSON and headers must match; a spy says which requests the lane took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.fastlane import FastLane
+from service.schemas import ClassifyResponse
+from service.settings import Settings
+from tests import images as pics
+
+KEY = "lane-key-123"
+HEADERS_COMPARED = ("content-type", "www-authenticate", "connection")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory, model_file: Path) -> Path:
+    folder = tmp_path_factory.mktemp("lane") / "models"
+    for name in ("fashion-mnist", "second"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "model.onnx").symlink_to(model_file)
+    return folder
+
+
+def settings(models: Path, **kw: Any) -> Settings:
+    return Settings(model_dir=models, providers=["CPUExecutionProvider"], max_images=4, **kw)
+
+
+class Pair:
+    """The app with its lane and its twin without, and the requests the lane answered."""
+
+    def __init__(self, models: Path, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> None:
+        self.lane_app = create_app(settings(models, **kw), static_dir=None)
+        self.app_only = create_app(settings(models, **kw), static_dir=None)
+        self.app_only.lane = None  # type: ignore[attr-defined]
+        self.taken: list[str] = []
+        real = FastLane._answer
+        taken = self.taken
+
+        async def spy(lane: FastLane, scope: dict, *args: Any) -> None:
+            taken.append(scope["path"])
+            await real(lane, scope, *args)
+
+        monkeypatch.setattr(FastLane, "_answer", spy)
+
+    def __enter__(self) -> Pair:
+        self.with_lane = TestClient(self.lane_app).__enter__()
+        self.without = TestClient(self.app_only).__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.with_lane.__exit__(None, None, None)
+        self.without.__exit__(None, None, None)
+
+    def both(self, path: str, **kw: Any) -> tuple[httpx.Response, httpx.Response]:
+        return self.with_lane.post(path, **kw), self.without.post(path, **kw)
+
+
+@pytest.fixture
+def pair(models: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pair]:
+    with Pair(models, monkeypatch) as p:
+        yield p
+
+
+def assert_same(a: httpx.Response, b: httpx.Response) -> None:
+    assert a.status_code == b.status_code, (a.text, b.text)
+    assert a.json() == b.json()
+    for name in HEADERS_COMPARED:
+        assert a.headers.get(name) == b.headers.get(name), name
+    assert a.headers["x-request-id"] and b.headers["x-request-id"]
+
+
+@pytest.fixture(scope="module")
+def pictures(fashion_mnist: tuple[np.ndarray, np.ndarray]) -> dict[str, bytes]:
+    a = fashion_mnist[0][3]
+    photo = np.dstack([np.kron(a, np.ones((12, 16), np.uint8))] * 3)  # 336x448 RGB
+    return {
+        "png": pics.png(a),
+        "jpeg": pics.jpeg(photo, quality=90),
+        "rgba": pics.rgba_png(a),
+        "exif": pics.exif_rotated(a),
+    }
+
+
+@pytest.mark.parametrize("kind", ["png", "jpeg", "rgba", "exif"])
+@pytest.mark.parametrize(
+    "query",
+    ["", "?top_k=3", "?top_k=1000", "?input_image=true", "?top_k=2&feature_maps=false&cam=no"],
+)
+def test_plain_classifications_are_answered_by_the_lane_as_by_the_routes(
+    pair: Pair, pictures: dict[str, bytes], kind: str, query: str
+) -> None:
+    for path in ("/v1/classify", "/v1/models/second/classify"):
+        body = pictures[kind]
+        a, b = pair.both(path + query, content=body, headers={"content-type": "image/png"})
+        assert a.status_code == 200
+        assert_same(a, b)
+        ClassifyResponse.model_validate(a.json())  # the documented schema
+        # The lane's answer also equals the multipart upload answered by FastAPI.
+        upload = pair.with_lane.post(path + query, files={"file": ("p", body, "image/png")})
+        assert upload.json() == a.json()
+    assert pair.taken == ["/v1/classify", "/v1/models/second/classify"]
+
+
+def test_input_image_is_only_sent_when_asked(pair: Pair, pictures: dict[str, bytes]) -> None:
+    plain = pair.with_lane.post("/v1/classify", content=pictures["png"]).json()
+    shown = pair.with_lane.post("/v1/classify?input_image=1", content=pictures["png"]).json()
+    assert plain["results"][0]["input_image"] is None
+    assert shown["results"][0]["input_image"].startswith("data:image/png;base64,")
+
+
+@pytest.mark.parametrize(
+    ("path", "kw"),
+    [
+        ("/v1/classify", {"files": {"file": ("p.png", b"PNG", "image/png")}}),
+        ("/v1/classify", {"json": {"images": ["aGVsbG8="]}}),
+        ("/v1/classify?feature_maps=true", {}),
+        ("/v1/classify?feature_maps=conv1", {}),
+        ("/v1/classify?feature_maps=nope", {}),
+        ("/v1/classify?cam=true", {}),
+        ("/v1/classify?cam=0", {}),  # class 0, not "false"
+        ("/v1/classify?cam=Sneaker", {}),
+        ("/v1/classify?top_k=0", {}),
+        ("/v1/classify?top_k=five", {}),
+        ("/v1/classify?top_k=1001", {}),
+        ("/v1/classify?top_k=%C2%B2", {}),  # a Unicode digit
+        ("/v1/classify?top_k=2&top_k=3", {}),
+        ("/v1/classify?input_image=maybe", {}),
+        ("/v1/classify?something=else", {}),
+        ("/v1/classify?" + "cam=" + "x" * 300, {}),
+        ("/v1/models/nobody/classify", {}),
+        ("/v1/models//classify", {}),
+        ("/v1/classify/", {}),
+    ],
+)
+def test_everything_else_goes_to_the_app_and_gets_its_answer(
+    pair: Pair, pictures: dict[str, bytes], path: str, kw: dict[str, Any]
+) -> None:
+    if not kw:
+        kw = {"content": pictures["png"], "headers": {"content-type": "image/png"}}
+    a, b = pair.both(path, follow_redirects=False, **kw)
+    if a.status_code == 307:  # /v1/classify/ -> /v1/classify, as FastAPI does
+        assert (a.status_code, a.headers["location"]) == (b.status_code, b.headers["location"])
+    else:
+        assert_same(a, b)
+    assert pair.taken == []
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"", 422),
+        (b"not a picture at all", 415),
+        ("truncated", 400),
+        ("bomb", 413),
+    ],
+)
+def test_bad_pictures_get_the_same_errors(
+    pair: Pair, pictures: dict[str, bytes], body: bytes | str, status: int
+) -> None:
+    data = (
+        {
+            "truncated": lambda: pics.truncated(pictures["jpeg"]),
+            "bomb": lambda: pics.png_bomb(10_000, 10_000),
+        }[body]()
+        if isinstance(body, str)
+        else body
+    )
+    a, b = pair.both("/v1/classify", content=data, headers={"content-type": "image/png"})
+    assert a.status_code == status
+    assert_same(a, b)
+    assert pair.taken == ["/v1/classify"]
+
+
+def test_keys_and_limits_apply_in_the_lane(
+    models: Path, monkeypatch: pytest.MonkeyPatch, pictures: dict[str, bytes]
+) -> None:
+    with Pair(models, monkeypatch, api_keys=[KEY], max_upload_bytes=50_000) as p:
+        png, cases = pictures["png"], []
+        cases.append({})  # no key
+        cases.append({"authorization": "Bearer wrong"})
+        cases.append({"authorization": f"Basic {KEY}"})  # not a bearer token: no key
+        cases.append({"authorization": f"Bearer {KEY}"})
+        cases.append({"x-api-key": KEY})
+        cases.append({"authorization": "Bearer", "x-api-key": KEY})
+        statuses = []
+        for headers in cases:
+            a, b = p.both("/v1/classify", content=png, headers=headers)
+            assert_same(a, b)
+            statuses.append(a.status_code)
+        assert statuses == [401, 401, 401, 200, 200, 200]
+        assert p.with_lane.post("/v1/classify", content=png).headers["www-authenticate"] == "Bearer"
+        # Over the byte limit: 413, connection closed, before the key is even looked at.
+        big = pictures["jpeg"] + b"\0" * 60_000
+        a, b = p.both("/v1/classify", content=big)
+        assert a.status_code == 413 and a.headers["connection"] == "close"
+        assert a.json() == b.json()
+        assert len(p.taken) == len(cases) + 2
+
+
+def test_cors_requests_go_through_the_cors_middleware(
+    models: Path, monkeypatch: pytest.MonkeyPatch, pictures: dict[str, bytes]
+) -> None:
+    origin = "https://frontend.example"
+    with Pair(models, monkeypatch, cors_origins=[origin]) as p:
+        r = p.with_lane.post("/v1/classify", content=pictures["png"], headers={"origin": origin})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == origin
+        assert p.taken == []
+        p.with_lane.post("/v1/classify", content=pictures["png"])  # no Origin: the lane
+        assert p.taken == ["/v1/classify"]
+
+
+def test_the_lane_keeps_request_ids_metrics_and_the_access_log(
+    pair: Pair, pictures: dict[str, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    client = pair.with_lane
+    with caplog.at_level(logging.INFO, logger="service.access"):
+        given = client.post(
+            "/v1/classify", content=pictures["png"], headers={"x-request-id": "abc-1"}
+        )
+        made = client.post("/v1/models/second/classify", content=b"junk")
+    assert given.headers["x-request-id"] == "abc-1"
+    assert len(made.headers["x-request-id"]) == 32 and made.status_code == 415
+    lines = [r for r in caplog.records if r.name == "service.access"]
+    assert [(r.route, r.status, r.request_id) for r in lines] == [  # type: ignore[attr-defined]
+        ("/v1/classify", 200, "abc-1"),
+        ("/v1/models/{name}/classify", 415, made.headers["x-request-id"]),
+    ]
+    metrics = client.get("/metrics").text
+    assert 'convscope_http_requests_total{method="POST",route="/v1/classify",status="200"} 1.0' in (
+        metrics
+    )
+    route = 'route="/v1/models/{name}/classify",status="415"'
+    assert f'convscope_http_requests_total{{method="POST",{route}}} 1.0' in metrics
+    assert pair.taken == ["/v1/classify", "/v1/models/second/classify"]
+
+
+def test_a_lone_request_runs_inline_and_concurrent_ones_are_batched(
+    models: Path, pictures: dict[str, bytes], fashion_mnist: tuple[np.ndarray, np.ndarray]
+) -> None:
+    app = create_app(settings(models), static_dir=None)
+    inline: list[int] = []
+    bodies = [pics.png(a) for a in fashion_mnist[0][:16]]
+
+    async def scenario() -> tuple[list[dict], list[dict]]:
+        async with app.router.lifespan_context(app):
+            runtime = app.state.registry.default.runtime
+            real = runtime.run_inline
+
+            def counting(pixels: np.ndarray, outputs: list[str]) -> dict:
+                inline.append(len(pixels))
+                return real(pixels, outputs)
+
+            runtime.run_inline = counting
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                alone = [(await client.post("/v1/classify", content=b)).json() for b in bodies[:3]]
+                together = await asyncio.gather(
+                    *(client.post("/v1/classify", content=b) for b in bodies)
+                )
+                return alone, [r.json() for r in together]
+
+    alone, together = asyncio.run(scenario())
+    assert inline == [1, 1, 1]  # one after another: each ran inline, no batch
+    registry, labels = app.state.metrics.registry, {"model": "fashion-mnist"}
+    pictures_run = registry.get_sample_value("convscope_batch_size_sum", labels)
+    calls = registry.get_sample_value("convscope_batch_size_count", labels)
+    assert pictures_run == 3 + 16
+    assert calls - 3 <= 4  # the 16 concurrent pictures shared a few onnxruntime calls
+    assert together[:3] == alone  # and got the same answers
