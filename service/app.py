@@ -24,6 +24,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
+from .classify import set_decode_threads
 from .deadlines import BodyDeadlineMiddleware, client_disconnected
 from .errors import ModelError, ServiceError
 from .fastlane import FastLane
@@ -176,6 +177,7 @@ def create_app(settings: Settings, static_dir: Path | None = STATIC) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.startup_error = None
+        set_decode_threads(settings.decode_threads)
         try:
             app.state.registry = await Registry.load(settings, metrics)
         except ModelError as exc:

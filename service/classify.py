@@ -10,8 +10,12 @@ directly, the FastAPI routes validate them against the schema.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import io
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +116,28 @@ def decodes_quickly(data: bytes) -> bool:
     return width * height <= INLINE_PNG_PIXELS
 
 
+_decoders: ThreadPoolExecutor | None = None
+
+
+def set_decode_threads(threads: int) -> None:
+    """Decoding threads for this process (0: two per core it may run on)."""
+    global _decoders
+    if _decoders is not None:
+        _decoders.shutdown(wait=False)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    _decoders = ThreadPoolExecutor(threads or 2 * (cores or 1), thread_name_prefix="decode")
+
+
+async def decode_in_pool(prepare: Callable[[], Prepared]) -> Prepared:
+    """Decode in a pool of its own: two threads per core (one decodes while the other waits
+    for the GIL) beat both one per core and the 40 of FastAPI's pool, which also costs more
+    per call (photo JPEG at concurrency 64: 1,075 against 831 and 1,015 req/s)."""
+    if _decoders is None:
+        set_decode_threads(0)
+    assert _decoders is not None
+    return await asyncio.get_running_loop().run_in_executor(_decoders, prepare)
+
+
 async def prepare_all(
     pictures: list[bytes], spec: ModelSpec, max_pixels: int, *, display: bool = False
 ) -> list[Prepared]:
@@ -124,7 +150,7 @@ async def prepare_all(
             if decodes_quickly(data):
                 prepared.append(prepare())
             else:
-                prepared.append(await run_in_threadpool(prepare))
+                prepared.append(await decode_in_pool(prepare))
         except ServiceError as exc:
             if len(pictures) == 1:
                 raise

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # waits for it, +22-35 % at concurrency 8-64 over one (benchmarks/README.md).
     intra_op_threads: Annotated[int, Field(ge=0, le=256)] = 2
     providers: CommaList = Field(default_factory=default_providers)
+    # Threads that decode pictures (all but small PNGs, which decode on the event loop); 0: two
+    # per core. More only contend for the cores and the GIL (benchmarks/README.md).
+    decode_threads: Annotated[int, Field(ge=0, le=256)] = 0
     # A second session for requests that arrive when nothing else is in flight, run without a
     # thread hop, with this many spinning intra-op threads (lower latency for a lone client;
     # benchmarks/README.md). 0: none, lone pictures go through the batcher. CPU provider only.
