@@ -161,8 +161,12 @@ class ConvscopeApp(FastAPI):
     lane: FastLane | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.lane is not None and await self.lane.handle(scope, receive, send):
-            return
+        if self.lane is not None:
+            outcome = await self.lane.handle(scope, receive, send)
+            if outcome is True:
+                return
+            if outcome is not False:  # the lane read the body: the app gets it from there
+                receive = outcome
         await super().__call__(scope, receive, send)
 
 

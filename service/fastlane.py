@@ -1,18 +1,20 @@
-"""The fast lane: plain classifications of a raw-body picture skip FastAPI.
+"""The fast lane: plain classifications of one picture skip FastAPI.
 
-``POST /v1/classify`` and ``POST /v1/models/{name}/classify`` with the picture as the request
-body and nothing asked beyond ``top_k`` and ``input_image`` are what a classification service
-mostly serves. Through FastAPI they cost ~0.5 ms of Python per request (seven middlewares,
-routing, dependency injection, query validation, response validation), more than decoding and
-inference together; here ~0.1 ms (benchmarks/README.md).
+``POST /v1/classify`` and ``POST /v1/models/{name}/classify`` with one picture (the raw body, or
+a multipart upload of one file in field ``file``) and nothing asked beyond ``top_k`` and
+``input_image`` are what a classification service mostly serves. Through FastAPI they cost
+~0.5 ms of Python per request (seven middlewares, routing, dependency injection, query and
+response validation), more than decoding and inference together; here ~0.1 ms
+(benchmarks/README.md).
 
 The lane answers only requests it can answer exactly as the routes would, and hands everything
-else to the app behind it unchanged: multipart and JSON bodies, feature maps and CAMs, any
-parameter it does not recognise or whose value is not plainly valid (so FastAPI words the 422),
-unknown models, CORS requests, and anything while the models load. What it answers goes through
-the same code as the routes (``classify.classify`` and ``classify.response``, the API-key check,
-the body limit and deadline, the error shape) and is recorded the same way: X-Request-ID,
-metrics by route template, the access line. Tests compare its answers with the routes'.
+else to the app behind it unchanged: JSON bodies, multipart bodies with anything but one file
+(the body already read is replayed to the app), feature maps and CAMs, any parameter it does
+not recognise or whose value is not plainly valid (so FastAPI words the 422), unknown models,
+CORS requests, and anything while the models load. What it answers goes through the same code
+as the routes (``classify.classify`` and ``classify.response``, the API-key check, the body
+limit and deadline, the error shape) and is recorded the same way: X-Request-ID, metrics by
+route template, the access line. Tests compare its answers with the routes'.
 
 The lane also knows how many of its requests are in flight: a lone one is run on the event loop
 in the latency-tuned session (``ModelRuntime.run_inline``) instead of a worker thread.
@@ -23,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import ClientDisconnect
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from .classify import Options, classify, parse_cam, parse_layers, response
 from .deadlines import CLOSE_AFTER
@@ -50,15 +53,26 @@ _BODIES_FOR_THE_APP = ("multipart/", "application/json")  # and anything ending 
 _TRUE, _FALSE = {"true", "1"}, {"false", "0"}  # input_image values left unambiguous
 _MAX_TOP_K = 1000  # as the route's Query(le=1000)
 _MAX_OPTION_LENGTH = {"feature_maps": 1000, "cam": 200}  # as the routes' Query(max_length=...)
+_BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=?]{1,70}")  # RFC 2046, without spaces
+# One file in field "file": what browsers, curl, httpx and requests send for one picture.
+_FILE_PART = re.compile(rb'form-data; ?name="file"; ?filename="[^"\\\r\n]*"', re.IGNORECASE)
 
 
 class Headers:
     """What the lane reads from the request headers, in one pass."""
 
-    __slots__ = ("authorization", "content_length", "media", "origin", "request_id", "x_api_key")
+    __slots__ = (
+        "authorization",
+        "content_length",
+        "content_type",
+        "media",
+        "origin",
+        "request_id",
+        "x_api_key",
+    )
 
     def __init__(self, scope: Scope) -> None:
-        self.media = ""
+        self.media = self.content_type = ""
         self.authorization: str | None = None
         self.x_api_key: str | None = None
         self.content_length: bytes | None = None
@@ -66,7 +80,8 @@ class Headers:
         self.origin: bytes | None = None
         for key, value in scope["headers"]:
             if key == b"content-type":
-                self.media = value.decode("latin-1").split(";")[0].strip().lower()
+                self.content_type = value.decode("latin-1")
+                self.media = self.content_type.split(";")[0].strip().lower()
             elif key == b"content-length":
                 self.content_length = value
             elif key == b"authorization":
@@ -123,6 +138,60 @@ def plain_options(model: LoadedModel, query: bytes) -> Options | None:
     return options
 
 
+def boundary_of(content_type: str) -> bytes | None:
+    """The multipart boundary, when it is a plain one (RFC 2046 characters); else None."""
+    for param in content_type.split(";")[1:]:
+        key, eq, value = param.strip().partition("=")
+        if key.strip().lower() == "boundary" and eq:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            if _BOUNDARY.fullmatch(value):
+                return value.encode("ascii")
+            return None
+    return None
+
+
+def single_file(body: bytes, boundary: bytes) -> bytes | None:
+    """The data of a multipart body that is exactly one file in field ``file``, as browsers
+    and HTTP clients send one picture; None for anything else (several parts, other fields,
+    a transfer encoding, a preamble, a malformed body), which the app's parser then handles,
+    words the errors of and accepts or refuses exactly as before."""
+    opening = b"--" + boundary + b"\r\n"
+    if not body.startswith(opening):
+        return None
+    head_end = body.find(b"\r\n\r\n", len(opening) - 2)
+    if head_end < 0:
+        return None
+    disposition = None
+    for line in body[len(opening) : head_end].split(b"\r\n"):
+        name, colon, value = line.partition(b":")
+        name = name.strip().lower()
+        if not colon:
+            return None
+        if name == b"content-disposition":
+            disposition = value.strip()
+        elif name != b"content-type":
+            return None
+    if disposition is None or not _FILE_PART.fullmatch(disposition):
+        return None
+    delimiter = b"\r\n--" + boundary
+    end = body.find(delimiter, head_end + 4)
+    if end < 0 or body[end + len(delimiter) :] not in (b"--", b"--\r\n"):
+        return None
+    return body[head_end + 4 : end] or None  # an empty file: the app says so
+
+
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the body once more, then waits on the real one (disconnect)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
 async def read_body(receive: Receive, limit: int, timeout: float) -> bytes:
     """The whole body, under the same rules as BodyLimitMiddleware and BodyDeadlineMiddleware:
     413 past ``limit`` bytes, 408 when it is not in ``timeout`` s from this first read."""
@@ -167,8 +236,10 @@ class FastLane:
         self.state = state  # the app's state: the registry appears there once models load
         self.in_flight = 0  # requests the lane is answering now
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> bool:
-        """Answer the request and return True, or return False having touched nothing."""
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> bool | Receive:
+        """Answer the request and return True; or return False having touched nothing; or, when
+        a multipart body turned out not to be one plain file, return a ``receive`` that gives
+        the app the body the lane has read."""
         if scope["type"] != "http" or scope["method"] != "POST":
             return False
         route = route_of(scope["path"])
@@ -179,13 +250,14 @@ class FastLane:
         model = registry.default if name is None else registry.find(name)
         request = Headers(scope)
         options = None if model is None else plain_options(model, scope["query_string"])
-        if (
-            model is None
-            or options is None
-            or request.media.startswith(_BODIES_FOR_THE_APP)
-            or request.media.endswith("+json")
-            or (request.origin is not None and self.settings.cors_origins)
-        ):
+        boundary = None
+        if request.media == "multipart/form-data":
+            boundary = boundary_of(request.content_type)
+            if boundary is None:
+                return False
+        elif request.media.startswith(_BODIES_FOR_THE_APP) or request.media.endswith("+json"):
+            return False
+        if model is None or options is None or (request.origin and self.settings.cors_origins):
             return False
         self.in_flight += 1
         try:
@@ -193,10 +265,11 @@ class FastLane:
             # ready) all enter before any decides whether it is alone. Without this, every
             # request would run start to finish before the next began, and each would think so.
             await asyncio.sleep(0)
-            await self._answer(scope, receive, send, template, model, request, options)
+            args = (template, model, request, options, boundary)
+            body = await self._answer(scope, receive, send, *args)
         finally:
             self.in_flight -= 1
-        return True
+        return True if body is None else replaying(body, receive)
 
     async def _answer(
         self,
@@ -207,7 +280,9 @@ class FastLane:
         model: LoadedModel,
         request: Headers,
         options: Options,
-    ) -> None:
+        boundary: bytes | None,
+    ) -> bytes | None:
+        """None when answered; the body read when a multipart body is for the app to parse."""
         start = time.perf_counter()
         request_id = pick_request_id(request.request_id)
         scope.setdefault("state", {})["request_id"] = request_id
@@ -221,10 +296,13 @@ class FastLane:
                 given = bearer_token(request.authorization) or request.x_api_key
                 check_api_key(settings.api_keys, given)
             body = await read_body(receive, limit, settings.body_timeout_s)
-            if not body:
+            picture = body if boundary is None else single_file(body, boundary)
+            if picture is None:
+                return body  # the app parses it, and answers and records the request
+            if not picture:
                 raise InvalidParameter(f"the request has no picture: {HOW}")
             alone = self.in_flight == 1
-            results = await classify(model, [body], options, settings.max_pixels, alone=alone)
+            results = await classify(model, [picture], options, settings.max_pixels, alone=alone)
             status = 200
             await send_json(send, 200, response(model, results), request_id, [])
         except ServiceError as exc:
@@ -241,7 +319,7 @@ class FastLane:
             message = f"internal error (request id {request_id})"
             payload = {"error": {"code": "internal_error", "message": message}}
             await send_json(send, 500, payload, request_id, [(b"connection", b"close")])
-        finally:
-            seconds = time.perf_counter() - start
-            self.metrics.observe_request("POST", template, status, seconds)
-            log_request(scope, template, status, request_id, seconds)
+        seconds = time.perf_counter() - start
+        self.metrics.observe_request("POST", template, status, seconds)
+        log_request(scope, template, status, request_id, seconds)
+        return None

@@ -11,6 +11,7 @@ import binascii
 import json
 
 from pydantic import ValidationError
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -72,6 +73,14 @@ async def read_pictures(request: Request, max_images: int) -> list[bytes]:
 
 
 async def _from_multipart(request: Request, max_images: int) -> list[bytes]:
+    # Starlette's parser takes a body cut short for one without the last part, and leaks that
+    # part's temporary file: say what is wrong instead, before parsing (the body is in memory
+    # anyway, at most max_upload_bytes; the parser then reads it from there).
+    _, params = parse_options_header(request.headers.get("content-type", ""))
+    boundary = params.get(b"boundary")
+    body = await request.body()
+    if boundary and body and b"--" + boundary + b"--" not in body:
+        raise BadRequest("the multipart body is incomplete: its closing boundary is missing")
     try:
         form = await request.form(max_files=max_images, max_fields=max_images + 16)
     except HTTPException as exc:  # Starlette's parser reports limits and syntax this way

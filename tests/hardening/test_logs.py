@@ -5,6 +5,7 @@ no file path and no traceback reaches a log line or an error body."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -56,8 +57,14 @@ def test_every_line_is_json_and_each_request_has_one_line(json_server: Server) -
         assert bad.headers["x-request-id"] != "" and "y" * 100 not in bad.headers["x-request-id"]
         sent.append(("GET", "/healthz", 200, bad.headers["x-request-id"]))
 
-    logged = requests_logged(json_server)
-    by_id = {line["request_id"]: line for line in logged}
+    # A line is written just after its answer is sent: give the last ones a moment.
+    deadline = time.monotonic() + 5
+    while True:
+        logged = requests_logged(json_server)
+        by_id = {line["request_id"]: line for line in logged}
+        if all(s[3] in by_id for s in sent) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert len(by_id) == len(logged), "a request id appears twice"
     for method, path, status, request_id in sent:
         line = by_id[request_id]
