@@ -240,7 +240,7 @@ async def classify(
         decode = functools.partial(
             prepare_image, pictures[0], spec.input, max_pixels, display=options.display
         )
-        picture, arrays = await runtime.run_alone(decode, options.outputs)
+        picture, arrays = await runtime.run_alone(decode, options.outputs, lone=alone)
         prepared = [picture]
     else:
         prepared = await prepare_all(pictures, spec, max_pixels, display=options.display)

@@ -119,19 +119,21 @@ class ModelRuntime:
         return not self._running and not self._queue and self._worker is None
 
     async def run_alone(
-        self, prepare: Callable[[], P], outputs: Sequence[str]
+        self, prepare: Callable[[], P], outputs: Sequence[str], *, lone: bool = False
     ) -> tuple[P, dict[str, np.ndarray]]:
         """Decode one picture (``prepare``) and run it, both in one worker-thread call.
 
         For an ``idle`` model (the caller checks, with no await in between): a lone request then
         crosses threads once, not twice. Pictures that arrive meanwhile queue and batch as usual.
+        ``lone``: nothing else is in flight, so the spinning lone session may have the cores; not
+        otherwise, where its spinning would take them from the other requests' decoding.
         """
 
         def work() -> tuple[P, dict[str, np.ndarray]]:
             picture = prepare()
             pixels = picture.pixels[None]
             self._check(pixels, outputs)
-            return picture, self.run(pixels, outputs, lone=True)
+            return picture, self.run(pixels, outputs, lone=lone)
 
         self._running += 1
         try:
