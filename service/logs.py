@@ -12,8 +12,8 @@ import copy
 import json
 import logging
 import re
+import secrets
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +32,7 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 def pick_request_id(given: bytes | None) -> str:
     """The client's X-Request-ID when it is a sane token, else a new one."""
     text = given.decode("latin-1") if given else ""
-    return text if REQUEST_ID.match(text) else uuid.uuid4().hex
+    return text if REQUEST_ID.match(text) else secrets.token_hex(16)
 
 
 def _first_line(exc: BaseException) -> str:
