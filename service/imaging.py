@@ -142,6 +142,10 @@ def _prepare(
     }
 
     model_size = (spec.width, spec.height)
+    if not want_display and fmt == "PNG" and im.size == model_size and im.mode == spec.mode:
+        ready = _ready_as_is(im, spec, info)
+        if ready is not None:
+            return ready
     # Without a display picture, decoding and shrinking only need to serve the model's input.
     display_size = _display_size(spec) if want_display else model_size
     orientation = _orientation(im)
@@ -182,6 +186,23 @@ def _prepare(
         display = _pad(fit, display_size, 255 - bg if info["inverted"] else bg)
         shown = np.asarray(display.convert("RGB") if display.mode != "RGB" else display)
     return Prepared(pixels=np.ascontiguousarray(pixels), display=shown, info=info)
+
+
+def _ready_as_is(im: Image.Image, spec: InputSpec, info: dict[str, Any]) -> Prepared | None:
+    """A PNG already at the model's size and mode (what MNIST-style clients send): decoded and
+    used as it is, skipping the steps that would leave it unchanged. None when any of them
+    would not (transparency, EXIF, several frames): the full path then handles it. The same
+    pixels and report as the full path (tests compare them); a third of its time."""
+    if info["frames"] != 1 or "transparency" in im.info:
+        return None
+    im.load()
+    if "exif" in im.info:  # an eXIf chunk may carry an orientation
+        return None
+    a = np.asarray(im, dtype=np.uint8).reshape(spec.height, spec.width, spec.channels)
+    if spec.background == "dark" and _border_median(im) > 127:
+        info["inverted"] = True
+        a = 255 - a
+    return Prepared(pixels=np.ascontiguousarray(a), display=None, info=info)
 
 
 @contextmanager

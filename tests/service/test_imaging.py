@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service import imaging
 from service.errors import ServiceError, TooManyPixels, UndecodableImage, UnsupportedMediaType
 from service.imaging import DISPLAY_SIDE, prepare_image, sniff_format
 from service.spec import InputSpec, ModelSpec
@@ -486,3 +487,60 @@ def test_concurrent_decodes_agree_with_serial_ones(items: np.ndarray) -> None:
     assert parallel == serial
     assert warnings.filters == before
     assert {"too_many_pixels", "undecodable_image", "unsupported_media_type"} <= set(serial)
+
+
+def _png_with(a: np.ndarray, **params: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(a).save(buffer, format="PNG", **params)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def test_pngs_at_the_model_size_take_the_short_path_with_the_same_result(
+    items: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PNG already at the model's size and mode skips most steps (imaging._ready_as_is);
+    with the display picture asked for, the full path runs: both must agree, including on
+    the PNGs the short path has to refuse."""
+    a = items[1]
+    light = 255 - a
+    colour = np.dstack([a, a // 2, 255 - a])
+    exif = Image.Exif()
+    exif[0x0112] = 3  # rotated 180 degrees
+    apng_frames = [Image.fromarray(a), Image.fromarray(light)]
+    apng = io.BytesIO()
+    apng_frames[0].save(apng, format="PNG", save_all=True, append_images=apng_frames[1:])
+    grey, rgb = SPEC, InputSpec(28, 28, 3, "RGB", "crop", "dark")
+    cases = [
+        (pics.png(a), grey, {"inverted": False}),
+        (pics.png(light), grey, {"inverted": True}),  # light background: inverted both ways
+        (_png_with(a, pnginfo=_text_chunk()), grey, {"inverted": False}),
+        (_png_with(a, exif=exif.tobytes()), grey, {"exif_rotated": True}),  # refused: rotated
+        (_png_with(a, transparency=0), grey, {"alpha_flattened": True}),  # refused: tRNS
+        (apng.getvalue(), grey, {"frames": 2}),  # refused: two frames
+        (_png_with(colour), rgb, {"mode": "RGB", "resize": "none"}),
+        (_png_with(colour), grey, {"mode": "RGB"}),  # RGB for a greyscale model: converted
+    ]
+    took: list[bool] = []
+    real = imaging._ready_as_is
+
+    def spy(*args: object) -> object:
+        result = real(*args)  # type: ignore[arg-type]
+        took.append(result is not None)
+        return result
+
+    monkeypatch.setattr(imaging, "_ready_as_is", spy)
+    for data, spec, expected in cases:
+        short, full = prepare_image(data, spec, MAX_PIXELS), prep(data, spec)
+        assert short.display is None and full.display is not None
+        np.testing.assert_array_equal(short.pixels, full.pixels)
+        assert short.info == full.info and expected.items() <= full.info.items(), full.info
+    # Taken for the plain ones, refused for EXIF, tRNS and frames; not tried for RGB -> L.
+    assert took == [True, True, True, False, False, False, True]
+
+
+def _text_chunk() -> object:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("comment", "a text chunk, dropped before decoding")
+    return info
