@@ -102,6 +102,7 @@ def test_api_is_hardened_limited_and_health_checked(
     assert env["CONVSCOPE_WORKERS"] == "1"
     # onnxruntime's thread pool sized to the CPU limit, not to the host's cores.
     assert float(env["CONVSCOPE_INTRA_OP_THREADS"] or 0) == float(limits["cpus"])
+    assert float(env["CONVSCOPE_DECODE_THREADS"] or 0) == 2 * float(limits["cpus"])
     # Optional settings pass through unset, so the service's defaults apply.
     assert env["CONVSCOPE_API_KEYS"] is None
 
