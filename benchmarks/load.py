@@ -527,6 +527,12 @@ def summarise(
                     f"    {tag} PNG c=64 = {x:.2f}x plain FastAPI ({base64_.rps:.0f}/s) "
                     f"(>= 3x: {verdict(x >= 3)})"
                 )
+                cap = ceiling.get("png, batch 32", 0)
+                if cap and 3 * base64_.rps > cap:  # say so: no server could meet it here
+                    print(
+                        f"      (3x plain FastAPI = {3 * base64_.rps:.0f}/s is above the "
+                        f"in-process ceiling {cap:.0f}/s: unreachable on this machine)"
+                    )
             if jpg64 and "jpeg, batch 32, draft" in ceiling:
                 share = jpg64.rps / ceiling["jpeg, batch 32, draft"]
                 print(
