@@ -107,13 +107,20 @@ def batch_sizes(server: str) -> tuple[float, float]:
 
 
 def send_together(server: str, path: str, bodies: list[bytes]) -> list[int]:
-    """One connection per body, all requests sent, then the status of each answer."""
+    """One connection per body, all requests sent, then the status of each answer. Each request
+    goes out but for its last byte; the last bytes then follow back to back, so the server
+    has them all at about the same moment."""
     host, port = server.removeprefix("http://").split(":")
     socks = [socket.create_connection((host, int(port)), timeout=30) for _ in bodies]
     try:
+        messages = []
         for sock, body in zip(socks, bodies, strict=True):
             head = f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\n"
-            sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            messages.append(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            sock.sendall(messages[-1][:-1])
+        time.sleep(0.2)
+        for sock, message in zip(socks, messages, strict=True):
+            sock.sendall(message[-1:])
         statuses = []
         for sock in socks:
             answer = b""
@@ -132,8 +139,11 @@ def test_concurrent_requests_are_batched_and_a_lone_one_is_not_delayed(
     service_factory: Any, fashion_mnist: tuple[np.ndarray, np.ndarray]
 ) -> None:
     pictures = [pics.png(a) for a in fashion_mnist[0][:24]]
-    # A long batch wait makes both effects plain: grouping under load, no wait when alone.
-    with service_factory({"CONVSCOPE_BATCH_DELAY_MS": "1000"}) as service:
+    # A long batch wait makes both effects plain: grouping under load, no wait when alone. The
+    # lone session is off: this is the batcher's behaviour (the lane's inline runs for a client
+    # that is alone are tested in tests/service/test_fastlane.py).
+    env = {"CONVSCOPE_BATCH_DELAY_MS": "1000", "CONVSCOPE_LONE_THREADS": "0"}
+    with service_factory(env) as service:
         url = f"{service.url}{CLASSIFY}"
         with httpx.Client(timeout=30) as client:
             client.post(url, content=pictures[0])  # warm the connection and the code paths
