@@ -38,6 +38,10 @@ LINGER_MAX_BYTES = 8 * 1024 * 1024  # ... and how much more of its upload is rea
 CLOSE_AFTER = {408, 413}  # the request body is not wanted: stop the client sending it
 
 
+def body_late(timeout: float) -> RequestTimeout:
+    return RequestTimeout(f"the request body did not arrive within {timeout:g} s")
+
+
 def _raw_408(message: str) -> bytes:
     body = json.dumps({"error": {"code": RequestTimeout.code, "message": message}}).encode()
     head = (
@@ -224,9 +228,7 @@ class BodyDeadlineMiddleware:
             try:
                 message = await asyncio.wait_for(receive(), deadline - time.monotonic())
             except TimeoutError:
-                raise RequestTimeout(
-                    f"the request body did not arrive within {self.timeout:g} s"
-                ) from None
+                raise body_late(self.timeout) from None
             body_done = message["type"] != "http.request" or not message.get("more_body")
             return message
 

@@ -34,10 +34,10 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
 from .classify import Options, classify, parse_cam, parse_layers, response
-from .deadlines import CLOSE_AFTER
+from .deadlines import CLOSE_AFTER, body_late
 from .deps import bearer_token, check_api_key
-from .errors import InvalidParameter, RequestTimeout, ServiceError
-from .limits import too_large
+from .errors import InvalidParameter, ServiceError
+from .limits import declared_too_large, too_large
 from .logs import log_request, pick_request_id
 from .metrics import Metrics
 from .registry import LoadedModel, Registry
@@ -127,11 +127,11 @@ def plain_options(model: LoadedModel, query: bytes) -> Options | None:
             options.input_image = value.lower() in _TRUE
         elif key in _MAX_OPTION_LENGTH and len(value) <= _MAX_OPTION_LENGTH[key]:
             try:  # only the "no" values stay here: feature maps and CAMs go to the app
-                wanted = parse_layers(model.spec, value) if key == "feature_maps" else None
-                cam = parse_cam(model.spec, value) if key == "cam" else None
+                if key == "feature_maps" and parse_layers(model.spec, value):
+                    return None
+                if key == "cam" and parse_cam(model.spec, value) is not None:
+                    return None
             except ServiceError:
-                return None
-            if wanted or cam is not None:
                 return None
         else:
             return None
@@ -210,7 +210,7 @@ async def read_body(receive: Receive, limit: int, timeout: float) -> bytes:
                 if not message.get("more_body", False):
                     break
     except TimeoutError:
-        raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None
+        raise body_late(timeout) from None
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -248,8 +248,9 @@ class FastLane:
             return False
         template, name = route
         model = registry.default if name is None else registry.find(name)
+        if model is None:
+            return False
         request = Headers(scope)
-        options = None if model is None else plain_options(model, scope["query_string"])
         boundary = None
         if request.media == "multipart/form-data":
             boundary = boundary_of(request.content_type)
@@ -257,7 +258,10 @@ class FastLane:
                 return False
         elif request.media.startswith(_BODIES_FOR_THE_APP) or request.media.endswith("+json"):
             return False
-        if model is None or options is None or (request.origin and self.settings.cors_origins):
+        if request.origin and self.settings.cors_origins:
+            return False
+        options = plain_options(model, scope["query_string"])
+        if options is None:
             return False
         self.in_flight += 1
         try:
@@ -289,8 +293,8 @@ class FastLane:
         settings, status = self.settings, 499  # 499: the client left before an answer
         try:
             # In the order of the app: the body limit (before routing), the key, the body.
-            limit, length = settings.max_upload_bytes, request.content_length
-            if length is not None and length.isdigit() and int(length) > limit:
+            limit = settings.max_upload_bytes
+            if declared_too_large(request.content_length, limit):
                 raise too_large(limit)
             if settings.api_keys:
                 given = bearer_token(request.authorization) or request.x_api_key

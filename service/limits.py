@@ -20,6 +20,11 @@ def too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
 
 
+def declared_too_large(content_length: bytes | None, limit: int) -> bool:
+    """A Content-Length over the limit: refused before a byte of the body is read."""
+    return content_length is not None and content_length.isdigit() and int(content_length) > limit
+
+
 async def send_error(send: Send, status: int, payload: Mapping[str, object]) -> None:
     body = json.dumps(payload).encode()
     await send(
@@ -46,7 +51,7 @@ class BodyLimitMiddleware:
             return
         limit = self.max_bytes
         for key, value in scope["headers"]:
-            if key == b"content-length" and value.isdigit() and int(value) > limit:
+            if key == b"content-length" and declared_too_large(value, limit):
                 error = too_large(limit)
                 await send_error(send, error.status, error.payload())
                 return
