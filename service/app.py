@@ -1,6 +1,6 @@
-"""``create_app(settings)``: the lifespan loads the models; routers, error handlers, middleware.
+"""``create_app(settings)``: the lifespan loads the models; routers, error handlers, the edge.
 
-Every error leaves as ``{"error": {"code", "message"}}``: our own ServiceErrors, FastAPI's
+Every error leaves in the one shape of service/edge.py: our own ServiceErrors, FastAPI's
 404/405/422, and anything unexpected (logged with the request id, answered with a plain 500).
 """
 
@@ -14,27 +14,22 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
 from .classify import set_decode_threads
-from .deadlines import BodyDeadlineMiddleware, client_disconnected
-from .errors import ModelError, ServiceError
+from .edge import Edge, error_response, internal_error
+from .errors import InvalidParameter, ModelError, ServiceError
 from .fastlane import FastLane
-from .limits import BodyLimitMiddleware, send_error
-from .logs import AccessLogMiddleware, pick_request_id
-from .metrics import Metrics, MetricsMiddleware, route_template
+from .metrics import Metrics
 from .registry import Registry
 from .reloading import reloading
 from .routes import ROUTERS
-from .routes.v2 import ErrorEnvelope as V2ErrorEnvelope
 from .settings import Settings
 
 log = logging.getLogger("service")
@@ -59,26 +54,26 @@ calibrated probabilities, feature maps of every convolutional and pooling layer,
 class-activation maps. Every error is `{"error": {"code", "message"}}`."""
 
 
-def error_json(status: int, code: str, message: str, headers: dict[str, str] | None = None):
-    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
-
-
-async def service_error(request: Request, exc: Exception) -> JSONResponse:
+async def service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return JSONResponse(exc.payload(), exc.status, headers=headers)
+    return error_response(exc, request.url.path)
 
 
-async def http_error(request: Request, exc: Exception) -> JSONResponse:
+async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     default = HTTPStatus(exc.status_code).phrase
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != default else None
     message = detail or HTTP_MESSAGES.get(exc.status_code, default.lower())
     code = HTTP_CODES.get(exc.status_code, "http_error")
-    return error_json(exc.status_code, code, message, dict(exc.headers or {}))
+    response = error_response(
+        ServiceError(message, status=exc.status_code, code=code), request.url.path
+    )
+    for key, value in (exc.headers or {}).items():
+        response.headers[key] = value
+    return response
 
 
-async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+async def validation_error(request: Request, exc: Exception) -> Response:
     """The first problem as one sentence; the offending value is never echoed."""
     assert isinstance(exc, RequestValidationError)
     err = exc.errors()[0]
@@ -88,47 +83,18 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         subject = f"{where[loc[0]]} {loc[1]!r}"
     else:
         subject = "the request body"
-    return error_json(422, "invalid_parameter", f"{subject}: {err.get('msg', 'is not valid')}")
+    sentence = f"{subject}: {err.get('msg', 'is not valid')}"
+    return error_response(InvalidParameter(sentence), request.url.path)
 
 
-class RequestIdMiddleware:
-    """X-Request-ID on every response; unexpected errors logged with it and answered with a 500.
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    """Starlette's last-resort answer: the edge logs the exception when it surfaces there."""
+    return error_response(internal_error(request.state.request_id), request.url.path)
 
-    Catching here rather than in an exception handler keeps the X-Request-ID header on the 500
-    and stops the error being logged twice (Starlette re-raises after its handler).
-    """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = pick_request_id(dict(scope["headers"]).get(b"x-request-id"))
-        scope.setdefault("state", {})["request_id"] = request_id
-        started = False
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                MutableHeaders(scope=message)["X-Request-ID"] = request_id
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            log.exception(
-                "unexpected error in %s %s (request id %s)",
-                scope["method"],
-                route_template(scope),
-                request_id,
-            )
-            if not started:
-                message = f"internal error (request id {request_id})"
-                payload = {"error": {"code": "internal_error", "message": message}}
-                await send_error(send_with_id, 500, payload)
+async def client_disconnected(request: Request, exc: Exception) -> Response:
+    """The client left mid-request: nobody reads this answer; 499 keeps logs and metrics honest."""
+    return Response(status_code=499)
 
 
 class OneLineStartupError:
@@ -156,17 +122,14 @@ class OneLineStartupError:
 
 
 class ConvscopeApp(FastAPI):
-    """FastAPI, with the fast lane in front of its middleware stack (its own included)."""
+    """FastAPI with the edge (service/edge.py) in front of everything, its middleware included."""
 
-    lane: FastLane | None = None
+    edge: Edge
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.lane is not None:
-            outcome = await self.lane.handle(scope, receive, send)
-            if outcome is True:
-                return
-            if outcome is not False:  # the lane read the body: the app gets it from there
-                receive = outcome
+        await self.edge(scope, receive, send)
+
+    async def behind_edge(self, scope: Scope, receive: Receive, send: Send) -> None:
         await super().__call__(scope, receive, send)
 
 
@@ -208,25 +171,11 @@ def create_app(settings: Settings, static_dir: Path | None = STATIC) -> FastAPI:
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(ClientDisconnect, client_disconnected)
-
-    # Added innermost first: the request id wraps everything, so even a 500 carries it.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
-    app.add_middleware(BodyDeadlineMiddleware, timeout=settings.body_timeout_s)
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID"],
-        )
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(RequestIdMiddleware)
-    app.add_middleware(V2ErrorEnvelope)  # /v2 errors in the protocol's shape, 413 and 500 too
-    app.add_middleware(AccessLogMiddleware)  # one line per request, as the client saw it
+    app.add_exception_handler(Exception, unexpected_error)
     app.add_middleware(OneLineStartupError)
-    # Before all of it: plain raw-body classifications are answered there (service/fastlane.py).
-    app.lane = FastLane(settings, metrics, app.state)
+    # Every request passes the edge; plain raw-body classifications are then answered by the
+    # fast lane (service/fastlane.py), everything else by FastAPI.
+    app.edge = Edge(app.behind_edge, settings, metrics, fast=FastLane(settings, app.state))
 
     for router in ROUTERS:
         app.include_router(router)

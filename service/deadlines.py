@@ -1,17 +1,14 @@
-"""Read deadlines, so slow clients cannot hold connections: uvicorn has none of its own.
+"""Connection deadlines, so slow clients cannot hold connections: uvicorn has none of its own.
 
-Two layers, because each sees what the other cannot:
-
-- ``DeadlineHttpToolsProtocol`` (the connection): the request line and headers must arrive within
-  ``header_timeout`` of the connection opening or the request's first byte; an ASGI middleware
-  never sees a request whose headers are still trickling in. Whole messages also get a backstop
-  (``body_timeout`` plus a grace) for bodies the app never reads, e.g. a slow body sent to
-  /healthz. Late connections are answered 408 (when any request bytes came) and closed.
-- ``BodyDeadlineMiddleware`` (the app): the body must be in within ``body_timeout`` of the app's
-  first read, else a 408 in the service's error shape, with the request id, logged and counted
-  like any other response. 408 and 413 answers also close the connection, so a refused upload
-  cannot keep streaming into the server; the close lingers briefly (half-close, drain) so the
-  client reads the answer rather than a reset.
+The request edge (service/edge.py) times the body of each request the app reads; this is the
+layer below it, for what no request handler sees: ``DeadlineHttpToolsProtocol`` makes the
+request line and headers arrive within ``header_timeout`` of the connection opening or the
+request's first byte, gives whole messages a backstop (``body_timeout`` plus a grace) for bodies
+the app never reads (a slow body sent to /healthz), answers late connections 408 (when any
+request bytes came) and closes them. An answer given before the request body is in (the edge's
+408 and 413 close the connection) is followed by a lingering close: half-close, then read and
+drop what the client still sends, for a bounded time and size, so that a client that sends its
+whole body before reading gets the answer rather than a reset.
 
 uvicorn's ``timeout_keep_alive`` already closes connections idle between requests.
 """
@@ -21,29 +18,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
-import time
 from typing import Any
 
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .edge import error_body
 from .errors import RequestTimeout
 
 BACKSTOP_GRACE_S = 1.0  # the app's own 408 comes first; the connection layer only cleans up
 LINGER_S = 2.0  # after an early answer: time the client gets to read it while still sending
 LINGER_MAX_BYTES = 8 * 1024 * 1024  # ... and how much more of its upload is read and dropped
-CLOSE_AFTER = {408, 413}  # the request body is not wanted: stop the client sending it
-
-
-def body_late(timeout: float) -> RequestTimeout:
-    return RequestTimeout(f"the request body did not arrive within {timeout:g} s")
 
 
 def _raw_408(message: str) -> bytes:
-    body = json.dumps({"error": {"code": RequestTimeout.code, "message": message}}).encode()
+    body = error_body(RequestTimeout(message))
     head = (
         "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
@@ -204,44 +192,3 @@ def http_protocol(header_timeout: float, body_timeout: float) -> Any:
     return functools.partial(
         DeadlineHttpToolsProtocol, header_timeout=header_timeout, body_timeout=body_timeout
     )
-
-
-class BodyDeadlineMiddleware:
-    """408 when the body is not in ``timeout`` s after the app first reads it; 408/413 close."""
-
-    def __init__(self, app: ASGIApp, timeout: float) -> None:
-        self.app, self.timeout = app, timeout
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        deadline: float | None = None
-        body_done = False
-
-        async def timed_receive() -> Message:
-            nonlocal deadline, body_done
-            if body_done:  # later reads wait for a disconnect: no deadline on those
-                return await receive()
-            if deadline is None:
-                deadline = time.monotonic() + self.timeout
-            try:
-                message = await asyncio.wait_for(receive(), deadline - time.monotonic())
-            except TimeoutError:
-                raise body_late(self.timeout) from None
-            body_done = message["type"] != "http.request" or not message.get("more_body")
-            return message
-
-        async def closing_send(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] in CLOSE_AFTER:
-                headers = [(k, v) for k, v in message.get("headers", []) if k != b"connection"]
-                message = {**message, "headers": [*headers, (b"connection", b"close")]}
-            await send(message)
-
-        await self.app(scope, timed_receive, closing_send)
-
-
-async def client_disconnected(request: Request, exc: Exception) -> Response:
-    """The client left mid-request: nobody reads this answer; 499 keeps logs and metrics honest."""
-    assert isinstance(exc, ClientDisconnect)
-    return Response(status_code=499)

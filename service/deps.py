@@ -10,14 +10,13 @@ CPU per classification before this change; benchmarks/README.md).
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from fastapi.security.utils import get_authorization_scheme_param
 
-from .errors import NotReady, Unauthorized
+from .edge import check_api_key
+from .errors import NotReady
 from .metrics import Metrics
 from .registry import LoadedModel, Registry
 from .settings import Settings
@@ -68,27 +67,7 @@ async def require_api_key(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
     header_key: Annotated[str | None, Security(api_key_header)],
 ) -> None:
-    """Open when no keys are configured; otherwise a Bearer token or X-API-Key must match one."""
+    """The edge's key check (service/edge.py); the Security parameters document it in OpenAPI."""
     if settings.api_keys:
         given = credentials.credentials if credentials is not None else header_key
         check_api_key(settings.api_keys, given)
-
-
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of ``Authorization: Bearer <token>``, parsed as FastAPI's HTTPBearer does."""
-    scheme, token = get_authorization_scheme_param(authorization)
-    if not (authorization and scheme and token) or scheme.lower() != "bearer":
-        return None
-    return token
-
-
-def check_api_key(keys: list[str], given: str | None) -> None:
-    """Raises Unauthorized unless ``given`` is one of ``keys`` (the routes and the fast lane)."""
-    if not given:
-        raise Unauthorized(
-            "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
-        )
-    # Compare against every key in constant time, so timing says nothing about which is close.
-    matches = [hmac.compare_digest(given.encode(), key.encode()) for key in keys]
-    if not any(matches):
-        raise Unauthorized("the API key is not valid")

@@ -11,10 +11,10 @@ The lane answers only requests it can answer exactly as the routes would, and ha
 else to the app behind it unchanged: JSON bodies, multipart bodies with anything but one file
 (the body already read is replayed to the app), feature maps and CAMs, any parameter it does
 not recognise or whose value is not plainly valid (so FastAPI words the 422), unknown models,
-CORS requests, and anything while the models load. What it answers goes through the same code
-as the routes (``classify.classify`` and ``classify.response``, the API-key check, the body
-limit and deadline, the error shape) and is recorded the same way: X-Request-ID, metrics by
-route template, the access line. Tests compare its answers with the routes'.
+and anything while the models load. It is a handler, not a front end: the edge in front of it
+and of FastAPI (service/edge.py) gives both their request id, CORS, body limit and deadline,
+error shape, metrics and access line; the lane and the routes share ``classify.classify``,
+``classify.response`` and the key check. Tests compare its answers with the routes'.
 
 The lane also knows how many of its requests are in flight: a lone one is run on the event loop
 in the latency-tuned session (``ModelRuntime.run_inline``) instead of a worker thread.
@@ -23,9 +23,7 @@ in the latency-tuned session (``ModelRuntime.run_inline``) instead of a worker t
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
-import time
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -34,17 +32,11 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
 from .classify import Options, classify, parse_cam, parse_layers, response
-from .deadlines import CLOSE_AFTER, body_late
-from .deps import bearer_token, check_api_key
+from .edge import require_key
 from .errors import InvalidParameter, ServiceError
-from .limits import declared_too_large, too_large
-from .logs import log_request, pick_request_id
-from .metrics import Metrics
 from .registry import LoadedModel, Registry
 from .settings import Settings
 from .uploads import HOW
-
-log = logging.getLogger("service")
 
 DEFAULT_ROUTE = "/v1/classify"
 NAMED_ROUTE = "/v1/models/{name}/classify"
@@ -61,37 +53,20 @@ _FILE_PART = re.compile(rb'form-data; ?name="file"; ?filename="[^"\\\r\n]*"', re
 class Headers:
     """What the lane reads from the request headers, in one pass."""
 
-    __slots__ = (
-        "authorization",
-        "content_length",
-        "content_type",
-        "media",
-        "origin",
-        "request_id",
-        "x_api_key",
-    )
+    __slots__ = ("authorization", "content_type", "media", "x_api_key")
 
     def __init__(self, scope: Scope) -> None:
         self.media = self.content_type = ""
         self.authorization: str | None = None
         self.x_api_key: str | None = None
-        self.content_length: bytes | None = None
-        self.request_id: bytes | None = None
-        self.origin: bytes | None = None
         for key, value in scope["headers"]:
             if key == b"content-type":
                 self.content_type = value.decode("latin-1")
                 self.media = self.content_type.split(";")[0].strip().lower()
-            elif key == b"content-length":
-                self.content_length = value
             elif key == b"authorization":
                 self.authorization = value.decode("latin-1")
             elif key == b"x-api-key":
                 self.x_api_key = value.decode("latin-1")
-            elif key == b"x-request-id":
-                self.request_id = value
-            elif key == b"origin":
-                self.origin = value
 
 
 def route_of(path: str) -> tuple[str, str | None] | None:
@@ -192,55 +167,39 @@ def replaying(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def read_body(receive: Receive, limit: int, timeout: float) -> bytes:
-    """The whole body, under the same rules as BodyLimitMiddleware and BodyDeadlineMiddleware:
-    413 past ``limit`` bytes, 408 when it is not in ``timeout`` s from this first read."""
-    chunks, size = [], 0
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientDisconnect()
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise too_large(limit)
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-    except TimeoutError:
-        raise body_late(timeout) from None
+async def read_body(receive: Receive) -> bytes:
+    """The whole body (the edge's ``receive`` enforces its limit and deadline)."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def send_json(
-    send: Send, status: int, payload: Any, request_id: str, extra: list[tuple[bytes, bytes]]
-) -> None:
+async def send_json(send: Send, payload: Any) -> None:
     body = to_json(payload)  # pydantic's serialiser: a fifth of json.dumps's time
-    headers = [
-        (b"content-length", str(len(body)).encode()),
-        (b"content-type", b"application/json"),
-        (b"x-request-id", request_id.encode()),
-        *extra,
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    headers = [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 class FastLane:
-    """See the module docstring. ``handle`` is called by the app before anything of FastAPI's."""
+    """See the module docstring. The edge (service/edge.py) calls it before FastAPI."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, state: Any) -> None:
-        self.settings, self.metrics = settings, metrics
+    def __init__(self, settings: Settings, state: Any) -> None:
+        self.settings = settings
         self.state = state  # the app's state: the registry appears there once models load
         self.in_flight = 0  # requests the lane is answering now
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> bool | Receive:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> bool | Receive:
         """Answer the request and return True; or return False having touched nothing; or, when
         a multipart body turned out not to be one plain file, return a ``receive`` that gives
         the app the body the lane has read."""
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["method"] != "POST":
             return False
         route = route_of(scope["path"])
         registry: Registry | None = getattr(self.state, "registry", None)
@@ -258,72 +217,41 @@ class FastLane:
                 return False
         elif request.media.startswith(_BODIES_FOR_THE_APP) or request.media.endswith("+json"):
             return False
-        if request.origin and self.settings.cors_origins:
-            return False
         options = plain_options(model, scope["query_string"])
         if options is None:
             return False
+        scope["route"] = template  # what the edge records it under
         self.in_flight += 1
         try:
             # One loop turn first: requests that arrived together (already parsed, their tasks
             # ready) all enter before any decides whether it is alone. Without this, every
             # request would run start to finish before the next began, and each would think so.
             await asyncio.sleep(0)
-            args = (template, model, request, options, boundary)
-            body = await self._answer(scope, receive, send, *args)
+            body = await self.answer(receive, send, model, request, options, boundary)
         finally:
             self.in_flight -= 1
         return True if body is None else replaying(body, receive)
 
-    async def _answer(
+    async def answer(
         self,
-        scope: Scope,
         receive: Receive,
         send: Send,
-        template: str,
         model: LoadedModel,
         request: Headers,
         options: Options,
         boundary: bytes | None,
     ) -> bytes | None:
-        """None when answered; the body read when a multipart body is for the app to parse."""
-        start = time.perf_counter()
-        request_id = pick_request_id(request.request_id)
-        scope.setdefault("state", {})["request_id"] = request_id
-        settings, status = self.settings, 499  # 499: the client left before an answer
-        try:
-            # In the order of the app: the body limit (before routing), the key, the body.
-            limit = settings.max_upload_bytes
-            if declared_too_large(request.content_length, limit):
-                raise too_large(limit)
-            if settings.api_keys:
-                given = bearer_token(request.authorization) or request.x_api_key
-                check_api_key(settings.api_keys, given)
-            body = await read_body(receive, limit, settings.body_timeout_s)
-            picture = body if boundary is None else single_file(body, boundary)
-            if picture is None:
-                return body  # the app parses it, and answers and records the request
-            if not picture:
-                raise InvalidParameter(f"the request has no picture: {HOW}")
-            alone = self.in_flight == 1
-            results = await classify(model, [picture], options, settings.max_pixels, alone=alone)
-            status = 200
-            await send_json(send, 200, response(model, results), request_id, [])
-        except ServiceError as exc:
-            status = exc.status
-            extra = [(b"www-authenticate", b"Bearer")] if status == 401 else []
-            if status in CLOSE_AFTER:  # the body is not wanted: stop the client sending it
-                extra.append((b"connection", b"close"))
-            await send_json(send, status, exc.payload(), request_id, extra)
-        except ClientDisconnect:
-            pass
-        except Exception:
-            status = 500
-            log.exception("unexpected error in POST %s (request id %s)", template, request_id)
-            message = f"internal error (request id {request_id})"
-            payload = {"error": {"code": "internal_error", "message": message}}
-            await send_json(send, 500, payload, request_id, [(b"connection", b"close")])
-        seconds = time.perf_counter() - start
-        self.metrics.observe_request("POST", template, status, seconds)
-        log_request(scope, template, status, request_id, seconds)
+        """None when answered; the body read when a multipart body is for the app to parse.
+        Errors are raised: the edge words them."""
+        settings = self.settings
+        require_key(settings, request.authorization, request.x_api_key)  # before the body
+        body = await read_body(receive)
+        picture = body if boundary is None else single_file(body, boundary)
+        if picture is None:
+            return body  # the app parses it, and answers the request
+        if not picture:
+            raise InvalidParameter(f"the request has no picture: {HOW}")
+        alone = self.in_flight == 1
+        results = await classify(model, [picture], options, settings.max_pixels, alone=alone)
+        await send_json(send, response(model, results))
         return None

@@ -1,16 +1,14 @@
 """Prometheus metrics, one set per app (its own CollectorRegistry, so two apps never collide).
 
-The HTTP side is recorded by ``MetricsMiddleware`` (route *template*, never the raw path, so the
-label set stays small); the model side by the runtime after each onnxruntime call.
+The HTTP side is recorded by the edge (service/edge.py: route *template*, never the raw path, so
+the label set stays small); the model side by the runtime after each onnxruntime call.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -90,34 +88,3 @@ class Metrics:
         children[0].observe(seconds)
         children[1].observe(pictures)
         children[2].inc(pictures)
-
-
-def route_template(scope: Scope) -> str:
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "<unmatched>"
-
-
-class MetricsMiddleware:
-    """Counts every HTTP request by route template and status, and times it."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start, status = time.perf_counter(), 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            seconds = time.perf_counter() - start
-            self.metrics.observe_request(scope["method"], route_template(scope), status, seconds)

@@ -4,21 +4,19 @@ Health, server and model metadata, and ``infer`` with JSON tensors or the binary
 extension (service/v2_codec.py). The input ``image`` is either the model's own tensor
 (``UINT8 [N, H, W, C]``) or encoded pictures (``BYTES [N]``) that go through the same decoding
 and preprocessing as /v1. Errors use the protocol's shape, ``{"error": "<message>"}``, which
-tritonclient reads: ``ErrorEnvelope`` (added by the app) rewrites every error under /v2 that way.
+tritonclient reads: the edge's one error serialiser (service/edge.py) words every error under
+/v2 that way.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
-from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..classify import prepare_all
@@ -42,54 +40,6 @@ PREFIX = "/v2"
 EXTENSIONS = ["binary_tensor_data", "classification"]
 PLATFORM = "onnxruntime_onnx"
 DEFAULT_OUTPUT = "probabilities"  # all outputs by default would ship every feature map
-
-
-class ErrorEnvelope:
-    """Under /v2, every error leaves in the protocol's shape ``{"error": "<message>"}``.
-
-    Pure ASGI, outside everything else in the app, so it covers what no route sees: the body
-    limit's 413 (sent before routing), 404/405 for unknown paths and the 500 for the unexpected.
-    It rewrites the service's ``{"error": {"code", "message"}}`` and keeps status and headers;
-    only error responses are held back (they are small), everything else streams through.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
-        if path != PREFIX and not path.startswith(PREFIX + "/"):
-            await self.app(scope, receive, send)
-            return
-        held: Message | None = None
-        chunks: list[bytes] = []
-
-        async def rewrite(message: Message) -> None:
-            nonlocal held
-            if message["type"] == "http.response.start" and message["status"] >= 400:
-                held = message
-                return
-            if held is None or message["type"] != "http.response.body":
-                await send(message)
-                return
-            chunks.append(message.get("body", b""))
-            if message.get("more_body", False):
-                return
-            body = _v2_error(b"".join(chunks))
-            headers = MutableHeaders(raw=list(held["headers"]))
-            headers["content-length"] = str(len(body))
-            await send({**held, "headers": headers.raw})
-            await send({"type": "http.response.body", "body": body})
-
-        await self.app(scope, receive, rewrite)
-
-
-def _v2_error(body: bytes) -> bytes:
-    try:
-        message = json.loads(body)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        return body  # not the service's error shape (e.g. a CORS refusal): left alone
-    return json.dumps({"error": message}).encode()
 
 
 router = APIRouter(prefix=PREFIX, tags=["v2 (Open Inference Protocol)"])

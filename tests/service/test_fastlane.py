@@ -1,8 +1,9 @@
-"""The fast lane (service/fastlane.py) answers exactly as the FastAPI routes would.
+"""The one edge (service/edge.py): the fast lane behind it answers exactly as FastAPI would.
 
 Every request here goes to two apps on the same settings: the real one, whose lane answers plain
 raw-body classifications, and a twin with its lane switched off, where FastAPI answers
-everything. Status, JSON and headers must match; a spy says which requests the lane took.
+everything behind the same edge. Status, JSON and headers must match; a spy says which requests
+the lane took.
 """
 
 from __future__ import annotations
@@ -47,18 +48,21 @@ class Pair:
     def __init__(self, models: Path, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> None:
         self.lane_app = create_app(settings(models, **kw), static_dir=None)
         self.app_only = create_app(settings(models, **kw), static_dir=None)
-        self.app_only.lane = None  # type: ignore[attr-defined]
+        self.app_only.edge.fast = None  # type: ignore[attr-defined]
         self.taken: list[str] = []
-        real = FastLane._answer
-        taken = self.taken
+        real, taken = FastLane.__call__, self.taken
 
-        async def spy(lane: FastLane, scope: dict, *args: Any) -> bytes | None:
-            handed_over = await real(lane, scope, *args)
-            if handed_over is None:  # answered by the lane
+        async def spy(lane: FastLane, scope: dict, *args: Any) -> Any:
+            try:
+                outcome = await real(lane, scope, *args)
+            except Exception:  # answered by the lane: the edge words the error
                 taken.append(scope["path"])
-            return handed_over
+                raise
+            if outcome is True:  # answered by the lane
+                taken.append(scope["path"])
+            return outcome
 
-        monkeypatch.setattr(FastLane, "_answer", spy)
+        monkeypatch.setattr(FastLane, "__call__", spy)
 
     def __enter__(self) -> Pair:
         self.with_lane = TestClient(self.lane_app).__enter__()
@@ -263,24 +267,28 @@ def test_keys_and_limits_apply_in_the_lane(
             statuses.append(a.status_code)
         assert statuses == [401, 401, 401, 200, 200, 200]
         assert p.with_lane.post("/v1/classify", content=png).headers["www-authenticate"] == "Bearer"
-        # Over the byte limit: 413, connection closed, before the key is even looked at.
+        # Over the byte limit: 413, connection closed, before the key is even looked at: by the
+        # edge, before any handler (the lane takes only the requests above and the 401 one).
         big = pictures["jpeg"] + b"\0" * 60_000
         a, b = p.both("/v1/classify", content=big)
         assert a.status_code == 413 and a.headers["connection"] == "close"
         assert a.json() == b.json()
-        assert len(p.taken) == len(cases) + 2
+        assert len(p.taken) == len(cases) + 1
 
 
-def test_cors_requests_go_through_the_cors_middleware(
+def test_cors_applies_to_the_lane_as_to_the_routes(
     models: Path, monkeypatch: pytest.MonkeyPatch, pictures: dict[str, bytes]
 ) -> None:
     origin = "https://frontend.example"
     with Pair(models, monkeypatch, cors_origins=[origin]) as p:
-        r = p.with_lane.post("/v1/classify", content=pictures["png"], headers={"origin": origin})
-        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == origin
-        assert p.taken == []
-        p.with_lane.post("/v1/classify", content=pictures["png"])  # no Origin: the lane
-        assert p.taken == ["/v1/classify"]
+        headers = {"origin": origin}
+        a, b = p.both("/v1/classify", content=pictures["png"], headers=headers)
+        assert a.status_code == 200 and a.headers["access-control-allow-origin"] == origin
+        assert_same(a, b)
+        for name in ("access-control-allow-origin", "access-control-expose-headers", "vary"):
+            assert a.headers.get(name) == b.headers.get(name), name
+        p.with_lane.post("/v1/classify", content=pictures["png"])  # no Origin: the lane too
+        assert p.taken == ["/v1/classify"] * 2
 
 
 def test_the_lane_keeps_request_ids_metrics_and_the_access_log(
