@@ -22,7 +22,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
-from .classify import set_decode_threads
+from .decoding import Decoders
 from .edge import Edge, error_response, internal_error
 from .errors import InvalidParameter, ModelError, ServiceError
 from .fastlane import FastLane
@@ -144,19 +144,21 @@ def create_app(settings: Settings, static_dir: Path | None = STATIC) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.startup_error = None
-        set_decode_threads(settings.decode_threads)
+        # The decoding threads are the app's: made here, shut down with it.
+        app.state.decoders = Decoders(settings.decode_threads, settings.max_pixels)
         try:
-            app.state.registry = await Registry.load(settings, metrics)
-        except ModelError as exc:
-            app.state.startup_error = f"cannot start: {exc}"
-            raise
-        names = ", ".join(m.name for m in app.state.registry)
-        log.info("ready: %s (default %s)", names, app.state.registry.default_name)
-        try:
+            try:
+                app.state.registry = await Registry.load(settings, metrics)
+            except ModelError as exc:
+                app.state.startup_error = f"cannot start: {exc}"
+                raise
+            names = ", ".join(m.name for m in app.state.registry)
+            log.info("ready: %s (default %s)", names, app.state.registry.default_name)
             async with reloading(app.state.registry, metrics, settings):  # SIGHUP, file watch
                 yield
         finally:
             app.state.registry = None
+            app.state.decoders.close()
 
     app = ConvscopeApp(
         title="convscope",

@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from .decoding import Decoders
 from .edge import check_api_key
 from .errors import NotReady
 from .metrics import Metrics
@@ -34,6 +35,11 @@ async def get_registry(request: Request) -> Registry:
     return registry
 
 
+async def get_decoders(request: Request) -> Decoders:
+    decoders: Decoders = request.app.state.decoders
+    return decoders
+
+
 async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -42,6 +48,7 @@ async def get_metrics(request: Request) -> Metrics:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+DecodersDep = Annotated[Decoders, Depends(get_decoders)]
 
 
 async def get_model(name: str, registry: RegistryDep) -> LoadedModel:

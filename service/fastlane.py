@@ -25,15 +25,15 @@ from __future__ import annotations
 import asyncio
 import re
 from typing import Any
-from urllib.parse import parse_qsl
 
 from pydantic_core import to_json
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
-from .classify import Options, classify, parse_cam, parse_layers, response
+from .classify import classify, response
 from .edge import require_key
-from .errors import InvalidParameter, ServiceError
+from .errors import InvalidParameter
+from .options import Options, plain_options
 from .registry import LoadedModel, Registry
 from .settings import Settings
 from .uploads import HOW
@@ -42,9 +42,6 @@ DEFAULT_ROUTE = "/v1/classify"
 NAMED_ROUTE = "/v1/models/{name}/classify"
 _NAMED_PREFIX, _NAMED_SUFFIX = "/v1/models/", "/classify"
 _BODIES_FOR_THE_APP = ("multipart/", "application/json")  # and anything ending in +json
-_TRUE, _FALSE = {"true", "1"}, {"false", "0"}  # input_image values left unambiguous
-_MAX_TOP_K = 1000  # as the route's Query(le=1000)
-_MAX_OPTION_LENGTH = {"feature_maps": 1000, "cam": 200}  # as the routes' Query(max_length=...)
 _BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=?]{1,70}")  # RFC 2046, without spaces
 # One file in field "file": what browsers, curl, httpx and requests send for one picture.
 _FILE_PART = re.compile(rb'form-data; ?name="file"; ?filename="[^"\\\r\n]*"', re.IGNORECASE)
@@ -78,39 +75,6 @@ def route_of(path: str) -> tuple[str, str | None] | None:
         if name and "/" not in name:
             return NAMED_ROUTE, name
     return None
-
-
-def plain_options(model: LoadedModel, query: bytes) -> Options | None:
-    """The options of a plain classification, or None when the app should see the query."""
-    options = Options()
-    if not query:
-        return options
-    try:
-        pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True, strict_parsing=True)
-    except ValueError:
-        return None
-    seen = set()
-    for key, value in pairs:
-        if key in seen:
-            return None  # repeated: FastAPI takes the last; leave that to it
-        seen.add(key)
-        if key == "top_k":
-            if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= _MAX_TOP_K:
-                return None
-            options.top_k = int(value)
-        elif key == "input_image" and value.lower() in _TRUE | _FALSE:
-            options.input_image = value.lower() in _TRUE
-        elif key in _MAX_OPTION_LENGTH and len(value) <= _MAX_OPTION_LENGTH[key]:
-            try:  # only the "no" values stay here: feature maps and CAMs go to the app
-                if key == "feature_maps" and parse_layers(model.spec, value):
-                    return None
-                if key == "cam" and parse_cam(model.spec, value) is not None:
-                    return None
-            except ServiceError:
-                return None
-        else:
-            return None
-    return options
 
 
 def boundary_of(content_type: str) -> bytes | None:
@@ -217,7 +181,7 @@ class FastLane:
                 return False
         elif request.media.startswith(_BODIES_FOR_THE_APP) or request.media.endswith("+json"):
             return False
-        options = plain_options(model, scope["query_string"])
+        options = plain_options(model.spec, scope["query_string"])
         if options is None:
             return False
         scope["route"] = template  # what the edge records it under
@@ -251,7 +215,7 @@ class FastLane:
             return body  # the app parses it, and answers the request
         if not picture:
             raise InvalidParameter(f"the request has no picture: {HOW}")
-        alone = self.in_flight == 1
-        results = await classify(model, [picture], options, settings.max_pixels, alone=alone)
+        pictures = self.state.decoders.pictures([picture], model.spec.input)
+        results = await classify(model, pictures, options, alone=self.in_flight == 1)
         await send_json(send, response(model, results))
         return None

@@ -1,5 +1,8 @@
 """One shared onnxruntime session per model, run off the event loop, with request batching.
 
+``run_pictures`` is the one entry point for a request's pictures: it decides how they run, from
+what it alone knows (is the model idle?) and what the caller knows (is this request alone?).
+
 Pictures from concurrent requests that ask for the same outputs are stacked into one
 ``session.run`` (up to ``max_batch`` pictures). A picture that reaches an idle model runs at
 once: the batch wait (``batch_delay_ms``, counted from the oldest queued picture) only applies
@@ -37,6 +40,14 @@ class HasPixels(Protocol):
 
 
 P = TypeVar("P", bound=HasPixels)
+
+
+class Source(Protocol[P]):
+    """A request's encoded pictures (service/decoding.py's ``Pictures``)."""
+
+    def lone_slow(self) -> Callable[[], P] | None: ...
+
+    async def decode(self) -> list[P]: ...
 
 
 def open_session(
@@ -86,6 +97,28 @@ class ModelRuntime:
         self._arrived: asyncio.Event | None = None  # made inside the loop that drains
         self._worker: asyncio.Task[None] | None = None
         self._running = 0  # session.run calls in flight (batches and lone pictures)
+
+    async def run_pictures(
+        self, pictures: Source[P], outputs: Sequence[str], *, lone: bool = False
+    ) -> tuple[list[P], dict[str, np.ndarray]]:
+        """Decode and run a request's pictures; ``lone``: the caller knows that no other request
+        is in flight. The one place that chooses how:
+
+        - alone: one picture worth a worker thread to decode, for an idle model (nobody to batch
+          with): decoded and run in one worker-thread call (``run_alone``);
+        - inline: one picture, a lone request, an idle model with a lone session: decoded as
+          usual, run on the event loop (``run_inline``), no thread round trip;
+        - batched: everything else, queued with concurrent requests' pictures (``infer``).
+        """
+        slow = pictures.lone_slow() if self.idle else None
+        if slow is not None:
+            picture, arrays = await self.run_alone(slow, outputs, lone=lone)
+            return [picture], arrays
+        prepared = await pictures.decode()
+        pixels = np.stack([p.pixels for p in prepared])
+        if lone and len(prepared) == 1 and self.can_run_inline:
+            return prepared, self.run_inline(pixels, outputs)
+        return prepared, await self.infer(pixels, outputs)
 
     def run(
         self, pixels: np.ndarray, outputs: Sequence[str], *, lone: bool = False

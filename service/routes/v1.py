@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from ..classify import (
-    Options,
-    classify,
-    find_label,
-    find_layer,
-    infer,
-    one_picture,
-    parse_cam,
-    parse_layers,
-    prepare_all,
-    response,
+from ..classify import classify, one_picture, response
+from ..deps import (
+    DecodersDep,
+    DefaultModelDep,
+    ModelDep,
+    RegistryDep,
+    SettingsDep,
+    require_api_key,
 )
-from ..deps import DefaultModelDep, ModelDep, RegistryDep, SettingsDep, require_api_key
+from ..options import AskedDep, Label, find_label, find_layer, options_for
 from ..registry import LoadedModel
 from ..render import cam_overlay, feature_grid
 from ..schemas import ClassifyResponse, ModelInfo, ModelList, error_responses
-from ..settings import Settings
 from ..uploads import REQUEST_BODY, read_pictures
 
 router = APIRouter(
@@ -39,85 +36,46 @@ PNG: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {}}, "description": "A PNG picture."}
 }
 
-TopK = Annotated[int, Query(ge=1, le=1000, description="How many classes to return.")]
-FeatureMaps = Annotated[
-    str,
-    Query(
-        description="false, true (every layer) or comma-separated layer names (see the model).",
-        max_length=1000,
+
+def classify_route(model_dep: Any) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """The classify endpoint for one way of naming the model (``model_dep``)."""
+
+    async def classify_pictures(
+        request: Request,
+        model: LoadedModel,
+        settings: SettingsDep,
+        decoders: DecodersDep,
+        asked: AskedDep,
+    ) -> dict[str, Any]:
+        options = options_for(model.spec, asked)  # a bad option is refused before the upload
+        data = await read_pictures(request, settings.max_images)
+        pictures = decoders.pictures(data, model.spec.input, display=options.display)
+        return response(model, await classify(model, pictures, options))
+
+    classify_pictures.__annotations__["model"] = model_dep
+    return classify_pictures
+
+
+# The same endpoint twice: the default model, and a model named in the path.
+for path, name, summary, model_dep in (
+    ("/classify", "classify", "Classify pictures with the default model", DefaultModelDep),
+    (
+        "/models/{name}/classify",
+        "classify_with_model",
+        "Classify pictures with a named model",
+        ModelDep,
     ),
-]
-CamQuery = Annotated[
-    str,
-    Query(
-        description="false, true (each picture's top-1 class) or a label (name or index).",
-        max_length=200,
-    ),
-]
-InputImage = Annotated[
-    bool,
-    Query(description="Also return the exact pixels the network saw, as a PNG data URL."),
-]
-Label = Annotated[
-    str | None,
-    Query(description="Label name or index; default: the top-1 class.", max_length=200),
-]
-
-
-async def _classify(
-    request: Request,
-    model: LoadedModel,
-    settings: Settings,
-    top_k: int,
-    feature_maps: str,
-    cam: str,
-    input_image: bool,
-) -> dict[str, Any]:
-    # Options first: a bad parameter is refused before the upload is read.
-    layers, cam_class = parse_layers(model.spec, feature_maps), parse_cam(model.spec, cam)
-    options = Options(top_k, layers, cam_class, input_image)
-    pictures = await read_pictures(request, settings.max_images)
-    return response(model, await classify(model, pictures, options, settings.max_pixels))
-
-
-@router.post(
-    "/classify",
-    name="classify",
-    summary="Classify pictures with the default model",
-    response_model=ClassifyResponse,
-    responses=PICTURE_ERRORS,
-    openapi_extra={"requestBody": REQUEST_BODY},
-)
-async def classify_default(
-    request: Request,
-    model: DefaultModelDep,
-    settings: SettingsDep,
-    top_k: TopK = 5,
-    feature_maps: FeatureMaps = "false",
-    cam: CamQuery = "false",
-    input_image: InputImage = False,
-) -> dict[str, Any]:
-    return await _classify(request, model, settings, top_k, feature_maps, cam, input_image)
-
-
-@router.post(
-    "/models/{name}/classify",
-    name="classify_with_model",
-    summary="Classify pictures with a named model",
-    response_model=ClassifyResponse,
-    responses=PICTURE_ERRORS,
-    openapi_extra={"requestBody": REQUEST_BODY},
-)
-async def classify_with_model(
-    request: Request,
-    model: ModelDep,
-    settings: SettingsDep,
-    top_k: TopK = 5,
-    feature_maps: FeatureMaps = "false",
-    cam: CamQuery = "false",
-    input_image: InputImage = False,
-) -> dict[str, Any]:
-    return await _classify(request, model, settings, top_k, feature_maps, cam, input_image)
+):
+    router.add_api_route(
+        path,
+        classify_route(model_dep),
+        methods=["POST"],
+        name=name,
+        summary=summary,
+        response_model=ClassifyResponse,
+        responses=PICTURE_ERRORS,
+        openapi_extra={"requestBody": REQUEST_BODY},
+    )
 
 
 @router.post(
@@ -129,12 +87,12 @@ async def classify_with_model(
     openapi_extra={"requestBody": REQUEST_BODY},
 )
 async def feature_map_png(
-    request: Request, model: ModelDep, settings: SettingsDep, layer: str
+    request: Request, model: ModelDep, settings: SettingsDep, decoders: DecodersDep, layer: str
 ) -> Response:
     spec = find_layer(model.spec, layer)
     picture = one_picture(await read_pictures(request, settings.max_images))
-    prepared = await prepare_all([picture], model.spec, settings.max_pixels)
-    arrays = await infer(model, prepared, [spec.output])
+    pictures = decoders.pictures([picture], model.spec.input)
+    _, arrays = await model.runtime.run_pictures(pictures, [spec.output])
     image, grid = await run_in_threadpool(feature_grid, arrays[spec.output][0])
     headers = {f"X-Grid-{key.title()}": str(value) for key, value in grid.items()}
     return Response(image, media_type="image/png", headers=headers)
@@ -149,12 +107,16 @@ async def feature_map_png(
     openapi_extra={"requestBody": REQUEST_BODY},
 )
 async def cam_png(
-    request: Request, model: ModelDep, settings: SettingsDep, label: Label = None
+    request: Request,
+    model: ModelDep,
+    settings: SettingsDep,
+    decoders: DecodersDep,
+    label: Label = None,
 ) -> Response:
     index = None if label is None else find_label(model.spec, label)
     picture = one_picture(await read_pictures(request, settings.max_images))
-    prepared = await prepare_all([picture], model.spec, settings.max_pixels, display=True)
-    arrays = await infer(model, prepared, ["probabilities", "cam"])
+    pictures = decoders.pictures([picture], model.spec.input, display=True)
+    prepared, arrays = await model.runtime.run_pictures(pictures, ["probabilities", "cam"])
     if index is None:
         index = int(arrays["probabilities"][0].argmax())
     display = prepared[0].display

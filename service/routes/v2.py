@@ -19,11 +19,12 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
 from .. import __version__
-from ..classify import prepare_all
-from ..deps import ModelDep, RegistryDep, SettingsDep, require_api_key
+from ..decoding import Decoders
+from ..deps import DecodersDep, ModelDep, RegistryDep, SettingsDep, require_api_key
 from ..errors import BadRequest, NotFound, UndecodableImage
 from ..registry import LoadedModel
 from ..runtime import INPUT_NAME
+from ..settings import Settings
 from ..spec import ModelSpec
 from ..v2_codec import (
     BYTES,
@@ -219,8 +220,8 @@ def _image_input(req: InferRequest, spec: ModelSpec) -> InputTensor:
     return req.inputs[0]
 
 
-async def _pixels(tensor: InputTensor, model: LoadedModel, settings: SettingsDep) -> np.ndarray:
-    """The uint8 [N, H, W, C] batch, from the tensor itself or by decoding BYTES pictures."""
+def _checked(tensor: InputTensor, model: LoadedModel, settings: Settings) -> None:
+    """The input's datatype and shape against the model's, and its batch size."""
     inp = model.spec.input
     want = [inp.height, inp.width, inp.channels]
     usage = f"UINT8 [N, {', '.join(map(str, want))}] pixels or BYTES [N] encoded pictures"
@@ -235,13 +236,21 @@ async def _pixels(tensor: InputTensor, model: LoadedModel, settings: SettingsDep
         raise BadRequest(f"input {INPUT_NAME!r} has no pictures (batch size 0)")
     if n > settings.max_images:
         raise BadRequest(f"too many pictures: at most {settings.max_images} per request, not {n}")
+
+
+async def _run(
+    tensor: InputTensor, model: LoadedModel, decoders: Decoders, outputs: list[str]
+) -> dict[str, np.ndarray]:
+    """Run the model's own tensor, or decode BYTES pictures and run those."""
     if isinstance(tensor.value, np.ndarray):
-        return tensor.value
-    pictures = (
+        return await model.runtime.infer(tensor.value, outputs)
+    n = tensor.shape[0]
+    data = (
         tensor.value if tensor.binary else [_unbase64(s, i, n) for i, s in enumerate(tensor.value)]
     )
-    prepared = await prepare_all(pictures, model.spec, settings.max_pixels)
-    return np.stack([p.pixels for p in prepared])
+    pictures = decoders.pictures(list(data), model.spec.input)
+    _, arrays = await model.runtime.run_pictures(pictures, outputs)
+    return arrays
 
 
 def _unbase64(text: bytes, index: int, count: int) -> bytes:
@@ -276,12 +285,14 @@ def _output_plan(req: InferRequest, model: LoadedModel) -> list[tuple[str, bool,
     return plan
 
 
-async def _infer(request: Request, model: LoadedModel, settings: SettingsDep) -> Response:
+async def _infer(
+    request: Request, model: LoadedModel, settings: Settings, decoders: Decoders
+) -> Response:
     req = parse_request(await request.body(), request.headers.get(HEADER))
     tensor = _image_input(req, model.spec)
     plan = _output_plan(req, model)  # before decoding: a bad output name costs no work
-    pixels = await _pixels(tensor, model, settings)
-    arrays = await model.runtime.infer(pixels, [name for name, _, _ in plan])
+    _checked(tensor, model, settings)
+    arrays = await _run(tensor, model, decoders, [name for name, _, _ in plan])
     outputs = []
     for name, binary, k in plan:
         value = arrays[name]
@@ -329,8 +340,10 @@ INFER_BODY = {
     openapi_extra=INFER_BODY,
     response_class=Response,
 )
-async def model_infer(request: Request, model: ModelDep, settings: SettingsDep) -> Response:
-    return await _infer(request, model, settings)
+async def model_infer(
+    request: Request, model: ModelDep, settings: SettingsDep, decoders: DecodersDep
+) -> Response:
+    return await _infer(request, model, settings, decoders)
 
 
 @router.post(
@@ -342,6 +355,6 @@ async def model_infer(request: Request, model: ModelDep, settings: SettingsDep) 
     response_class=Response,
 )
 async def model_version_infer(
-    request: Request, model: ModelDep, version: str, settings: SettingsDep
+    request: Request, model: ModelDep, version: str, settings: SettingsDep, decoders: DecodersDep
 ) -> Response:
-    return await _infer(request, _versioned(model, version), settings)
+    return await _infer(request, _versioned(model, version), settings, decoders)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service import classify
-from service.classify import INLINE_PNG_BYTES, decodes_quickly, prepare_all
+from service import decoding
+from service.decoding import INLINE_PNG_BYTES, Decoders, decodes_quickly
+from service.imaging import Prepared
 from service.spec import InputSpec
 
 
@@ -45,19 +46,20 @@ def test_small_pngs_decode_in_the_loop_thread_and_photos_in_a_worker(
 ) -> None:
     spec = InputSpec(height=28, width=28, channels=1, mode="L", resize="pad", background="dark")
     threads: list[int] = []
-    real = classify.prepare_image
+    real = decoding.prepare_image
 
-    def recording(data: bytes, *args: object, **kw: bool) -> classify.Prepared:
+    def recording(data: bytes, *args: object, **kw: bool) -> Prepared:
         threads.append(threading.get_ident())
         return real(data, *args, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(classify, "prepare_image", recording)
-    model_spec = type("Spec", (), {"input": spec})()
+    monkeypatch.setattr(decoding, "prepare_image", recording)
+    decoders = Decoders(0, 40_000_000)
 
-    async def scenario() -> tuple[int, list[classify.Prepared]]:
-        pictures = [encoded((28, 28)), encoded((640, 480), "JPEG", quality=90)]
-        return threading.get_ident(), await prepare_all(pictures, model_spec, 40_000_000)  # type: ignore[arg-type]
+    async def scenario() -> tuple[int, list[Prepared]]:
+        data = [encoded((28, 28)), encoded((640, 480), "JPEG", quality=90)]
+        return threading.get_ident(), await decoders.pictures(data, spec).decode()
 
     loop_thread, prepared = asyncio.run(scenario())
+    decoders.close()
     assert [p.pixels.shape for p in prepared] == [(28, 28, 1), (28, 28, 1)]
     assert threads[0] == loop_thread and threads[1] != loop_thread
