@@ -11,29 +11,19 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-import urllib.error
-import urllib.request
 
-from load import Server, Target, convscope, free_port, plain, with_port
+from targets import Target, convscope, harness, plain, with_port
 
 
 def cold_start(target: Target, runs: int) -> list[float]:
     """Seconds from process start to the first 200 from /readyz, one per run."""
     times = []
     for _ in range(runs):
-        port = free_port()
+        port = harness.free_port()
         start = time.perf_counter()
-        server = Server(with_port(target, port), port)
+        server = harness.start(with_port(target, port).command, port=port, env=target.env)
         try:
-            while True:
-                if server.proc.poll() is not None:
-                    raise RuntimeError(f"{target.name} exited:\n{server.output()}")
-                try:
-                    with urllib.request.urlopen(server.url("/readyz"), timeout=1) as r:
-                        if r.status == 200:
-                            break
-                except (urllib.error.URLError, OSError):
-                    time.sleep(0.005)
+            server.wait_ready(poll=0.005)
             times.append(time.perf_counter() - start)
         finally:
             server.stop()

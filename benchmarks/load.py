@@ -24,58 +24,21 @@ import argparse
 import json
 import os
 import shlex
-import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+from targets import HERE, Target, convscope, harness, plain, with_port
+
 WRK_DIR = HERE / "wrk"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 EXTRAS_QUERY = "?feature_maps=true&cam=true"
-
-
-@dataclass
-class Target:
-    name: str
-    command: list[str]
-    path: str  # the classify URL path
-    env: dict[str, str] = field(default_factory=dict)
-    extras: bool = False  # has feature maps and CAMs
-
-
-def convscope(name: str, model_dir: str, port: int, spec: str = "") -> Target:
-    args, env = [], {"CONVSCOPE_LOG_LEVEL": "warning"}
-    for token in shlex.split(spec):
-        key, sep, value = token.partition("=")
-        if sep and key.isupper():  # CONVSCOPE_*, MALLOC_ARENA_MAX, PYTHONPATH, ...
-            env[key] = value
-        else:
-            args.append(token)
-    command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--model-dir", model_dir, *args]
-    return Target(name, command, "/v1/classify", env, extras=True)
-
-
-def plain(model_dir: str, port: int, model: str) -> Target:
-    onnx = str(Path(model_dir) / model / "model.onnx")
-    command = [sys.executable, str(HERE / "plain_fastapi.py"), "--port", str(port)]
-    return Target("plain FastAPI", [*command, "--model", onnx], "/classify")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- the server's process tree: RSS and CPU from /proc ---------------------------------------
@@ -139,52 +102,27 @@ class RssSampler(threading.Thread):
 
 
 class Server:
+    """One target under load: a process of the one server harness, and its RSS sampler."""
+
     def __init__(self, target: Target, port: int) -> None:
         self.target, self.port = target, port
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
-        env = {**os.environ, **target.env, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            target.command,
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stopped with all its workers
-        )
+        self.running = harness.start(target.command, port=port, env=target.env)
+        self.proc = self.running.process
         self.sampler = RssSampler(self.proc.pid)
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.running.url}{path}"
 
     def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.target.name} exited:\n{self.output()}")
-            try:
-                with urllib.request.urlopen(self.url("/readyz"), timeout=1) as r:
-                    if r.status == 200:
-                        self.sampler.start()
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.target.name} not ready after {timeout} s:\n{self.output()}")
+        self.running.wait_ready(timeout)
+        self.sampler.start()
 
     def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-3000:]
+        return self.running.log()[-3000:]
 
     def stop(self) -> None:
         self.sampler.stopped.set()
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log.close()
+        self.running.stop(10)
 
 
 def check(server: Server, path: str, body: bytes, media: str, multipart: bool) -> None:
@@ -333,12 +271,6 @@ HEADER = (
 )
 
 
-def with_port(target: Target, port: int) -> Target:
-    command, i = list(target.command), target.command.index("--port") + 1
-    command[i] = str(port)
-    return Target(target.name, command, target.path, target.env, target.extras)
-
-
 # --- the run ----------------------------------------------------------------------------------
 
 
@@ -412,7 +344,7 @@ def main() -> None:
     servers: list[Server] = []
     try:
         for target in targets:
-            port = free_port()
+            port = harness.free_port()
             servers.append(Server(with_port(target, port), port))
         for server in servers:
             server.wait_ready()

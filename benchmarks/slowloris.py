@@ -17,9 +17,6 @@ import asyncio
 import io
 import json
 import math
-import os
-import socket
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -31,6 +28,9 @@ import httpx
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the one server harness
+from tests import server as harness  # noqa: E402
+
 TRICKLE_EVERY_S = 0.5
 
 
@@ -146,28 +146,6 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-def start_server(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CONVSCOPE_")}
-    cmd = [sys.executable, "-m", "service", "--port", str(port)]
-    process = subprocess.Popen(cmd, cwd=ROOT, env={**clean, **env}, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the service exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("the service was not ready in 90 s")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running service; default: start one")
@@ -181,20 +159,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    process, url = None, args.url
+    server, url = None, args.url
     if url is None:
         env = {
             "CONVSCOPE_LOG_LEVEL": "warning",
             "CONVSCOPE_HEADER_TIMEOUT_S": args.header_timeout,
             "CONVSCOPE_BODY_TIMEOUT_S": args.body_timeout,
         }
-        process, url = start_server(env)
+        server = harness.start(env=env)
+        url = server.url
     try:
+        if server is not None:
+            server.wait_ready()
         seen = asyncio.run(attack(url, args.seconds, args.connections, args.normal, args.max_hold))
     finally:
-        if process is not None:
-            process.terminate()
-            process.wait(timeout=30)
+        if server is not None:
+            server.stop()
     held = {k: round(max(v), 2) if v else None for k, v in seen.held.items()}
     result = {
         "normal_requests": len(seen.normal),

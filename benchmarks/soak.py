@@ -19,9 +19,6 @@ import asyncio
 import io
 import json
 import math
-import os
-import socket
-import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
@@ -33,6 +30,8 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the one server harness
+from tests import server as harness  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -132,44 +131,6 @@ async def soak(url: str, seconds: float, concurrency: int) -> tuple[Tally, float
     return tally, elapsed
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def peak_rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def start_server(model_dir: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVSCOPE_")}
-    env["CONVSCOPE_LOG_LEVEL"] = "warning"
-    cmd = [sys.executable, "-m", "service", "--port", str(port), "--model-dir", model_dir]
-    process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the service exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("the service was not ready in 90 s")
-
-
 def summary(tally: Tally, elapsed: float, rss: float | None) -> dict[str, object]:
     every = [x for values in tally.latencies.values() for x in values]
     fivexx = sum(n for (_, status), n in tally.statuses.items() if status >= 500)
@@ -200,17 +161,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args(argv)
 
-    process = None
-    url = args.url
-    if url is None:
-        process, url = start_server(args.model_dir)
+    server, url = None, args.url
+    if url is None:  # one process, so its peak RSS (VmHWM) is the server's
+        port = harness.free_port()
+        command = harness.service_command(port, args.model_dir)
+        server = harness.start(command, port=port, env={"CONVSCOPE_LOG_LEVEL": "warning"})
+        url = server.url
     try:
+        if server is not None:
+            server.wait_ready()
         tally, elapsed = asyncio.run(soak(url, args.seconds, args.concurrency))
-        rss = peak_rss_mb(process.pid) if process is not None else None
+        rss = server.peak_rss_mb() if server is not None else None
     finally:
-        if process is not None:
-            process.terminate()
-            process.wait(timeout=30)
+        if server is not None:
+            server.stop()
     result = summary(tally, elapsed, rss)
     if args.json:
         print(json.dumps(result))

@@ -26,8 +26,12 @@ from .edge import error_body
 from .errors import RequestTimeout
 
 BACKSTOP_GRACE_S = 1.0  # the app's own 408 comes first; the connection layer only cleans up
-LINGER_S = 2.0  # after an early answer: time the client gets to read it while still sending
-LINGER_MAX_BYTES = 8 * 1024 * 1024  # ... and how much more of its upload is read and dropped
+# After an answer given before the body is in (408, 413): how long, and how much more of the
+# upload, the connection reads and drops so that the client, which may send its whole body before
+# reading (Python's requests and http.client do), reads the answer instead of a reset. 64 MiB
+# covers the uploads a picture service sees refused (a 20 MB photo against the 10 MiB limit).
+LINGER_S = 2.0
+LINGER_MAX_BYTES = 64 * 1024 * 1024
 
 
 def _raw_408(message: str) -> bytes:

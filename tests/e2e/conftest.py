@@ -1,87 +1,22 @@
-"""Real servers for end-to-end tests: the service as a uvicorn process, and a static site on
-another port (another origin) for the cross-origin checks.
+"""Real servers for end-to-end tests: the service (tests/server.py, the one server harness),
+and a static site on another port (another origin) for the cross-origin checks.
 
 Handed out as factory fixtures (pytest runs with --import-mode=importlib, so test modules cannot
-import this file): ``with start_service({"CONVSCOPE_API_KEYS": "k"}) as svc: ... svc.url``.
+import this file): ``with service_factory({"CONVSCOPE_API_KEYS": "k"}) as svc: ... svc.url``.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-STARTUP_S = 90.0  # model loading shares two cores with a training run in CI
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@dataclass
-class Service:
-    url: str
-    process: subprocess.Popen[bytes]
-    sites: dict[str, Any] = field(default_factory=dict)
-
-
-@contextmanager
-def start_service(env: dict[str, str] | None = None) -> Iterator[Service]:
-    """`python -m service` on a free loopback port, ready (GET /readyz is 200) when yielded."""
-    port = free_port()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CONVSCOPE_")}
-    cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--model-dir", str(ROOT / "models")]
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            cmd, cwd=ROOT, env={**clean, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_ready(url, process, log)
-            yield Service(url, process)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Any) -> None:
-    deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            log.seek(0)
-            raise RuntimeError(f"the service exited ({process.returncode}):\n{log.read().decode()}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    log.seek(0)
-    raise RuntimeError(f"the service was not ready in {STARTUP_S:.0f} s:\n{log.read().decode()}")
+from tests.server import run_server
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -120,8 +55,8 @@ class StaticSite:
 
 @pytest.fixture(scope="session")
 def service_factory() -> Any:
-    """``start_service(env)``: a context manager running a real service with that environment."""
-    return start_service
+    """``run_server(env=...)``: a context manager running a real service with that environment."""
+    return lambda env=None: run_server(env=env)
 
 
 @pytest.fixture(scope="session")

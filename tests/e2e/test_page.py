@@ -12,6 +12,7 @@ import io
 import os
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,14 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
-Service = Any  # conftest's Service: url, process, sites (conftest cannot be imported)
+
+@dataclass
+class Service:
+    """The running service and the cross-origin site it allows."""
+
+    url: str
+    sites: dict[str, Any]
+
 
 CHROMIUM = os.environ.get("CONVSCOPE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -82,8 +90,7 @@ def service(
     """The plain service; it also allows the one cross-origin site the CORS test uses."""
     site = site_factory(tmp_path_factory.mktemp("allowed-site"))
     with site, service_factory({"CONVSCOPE_CORS_ORIGINS": site.origin}) as svc:
-        svc.sites["allowed"] = site
-        yield svc
+        yield Service(svc.url, {"allowed": site})
 
 
 @pytest.fixture(scope="module")

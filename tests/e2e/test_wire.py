@@ -1,10 +1,12 @@
 """HTTP/1.1 on the wire against a real server, where the fast lane and the joined response
 writes (service/deadlines.py: the head waits for its body) could go wrong: pipelined requests,
-``Expect: 100-continue``, chunked uploads, keep-alive, and a lone client next to a busy one.
+``Expect: 100-continue``, chunked uploads, keep-alive, a lone client next to a busy one, and a
+refused upload that the client sends in full before it reads the answer.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import threading
@@ -14,6 +16,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import requests
 
 from tests import images as pics
 
@@ -135,3 +138,39 @@ def test_a_lone_client_and_a_busy_one_get_the_same_answers(
         pb = {p["index"]: p["probability"] for p in b["results"][0]["predictions"]}
         assert pa.keys() == pb.keys()
         assert max(abs(pa[k] - pb[k]) for k in pa) < 1e-5
+
+
+def _post_with_http_client(url: str, body: bytes) -> tuple[int, bytes]:
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.request("POST", "/v1/classify", body=body)  # the whole body, then the answer
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def _chunks(total: int) -> Iterator[bytes]:
+    for _ in range(total // 2**20):
+        yield b"\0" * 2**20
+
+
+@pytest.mark.parametrize("client", ["requests", "http.client", "requests, chunked"])
+def test_a_client_sending_its_whole_body_first_reads_the_413(service: Any, client: str) -> None:
+    """20 MB against the 10 MiB limit, sent in full before the answer is read: the server has
+    answered (and half-closed) long before, and drains the rest rather than resetting."""
+    body = b"\0" * (20 * 2**20)
+    too_large = {
+        "error": {
+            "code": "payload_too_large",
+            "message": f"the request body is larger than the limit of {10 * 2**20} bytes",
+        }
+    }
+    if client == "http.client":
+        status, content = _post_with_http_client(service.url, body)
+    else:
+        data = _chunks(len(body)) if client.endswith("chunked") else body
+        r = requests.post(f"{service.url}/v1/classify", data=data, timeout=30)
+        status, content = r.status_code, r.content
+    assert (status, json.loads(content)) == (413, too_large)

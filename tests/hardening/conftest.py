@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hardening_harness import Server, run_server
+from tests.server import Server, run_server
 
 
 @pytest.fixture(scope="session")

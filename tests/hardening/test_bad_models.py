@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hardening_harness import MODELS, start_and_exit
+
+from tests.server import MODELS, start_and_exit
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,8 @@ import tomllib
 from importlib.metadata import version
 
 import pytest
-from hardening_harness import ROOT
+
+from tests.server import ROOT
 
 packaging = pytest.importorskip("packaging")
 

@@ -14,7 +14,8 @@ import re
 
 import httpx
 import pytest
-from hardening_harness import Server
+
+from tests.server import Server
 
 schemathesis = pytest.importorskip("schemathesis")
 

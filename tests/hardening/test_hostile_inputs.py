@@ -7,8 +7,10 @@ import time
 
 import httpx
 import pytest
-from hardening_harness import Server, png_bytes
+from hardening_harness import png_bytes
 from hostile_pictures import Hostile, build, case_names
+
+from tests.server import Server
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from hardening_harness import ROOT, RawClient, Server, clean_env, png_bytes, run_server
+from hardening_harness import RawClient, png_bytes
+
+from tests.server import ROOT, Server, clean_env, run_server
 
 pytestmark = pytest.mark.e2e
 

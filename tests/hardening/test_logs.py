@@ -10,7 +10,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from hardening_harness import MODELS, Server, png_bytes, run_server
+from hardening_harness import png_bytes
+
+from tests.server import MODELS, Server, run_server
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hardening_harness import MODELS, Server, png_bytes, run_server
+from hardening_harness import png_bytes
+
+from tests.server import MODELS, Server, run_server
 
 pytestmark = pytest.mark.e2e
 

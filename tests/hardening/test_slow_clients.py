@@ -10,7 +10,8 @@ import sys
 import time
 
 import pytest
-from hardening_harness import ROOT, clean_env, run_server
+
+from tests.server import ROOT, clean_env, run_server
 
 pytestmark = pytest.mark.e2e
 
