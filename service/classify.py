@@ -5,14 +5,14 @@ The routes and the fast lane (service/fastlane.py) parse HTTP and the options
 (``ModelRuntime.run_pictures``); this module asks for exactly the outputs the options need and
 turns them into top-k, feature-map grids and CAM overlays.
 
-Results are plain dicts in the order of ``schemas.PictureResult``: the fast lane serialises them
-directly, the FastAPI routes validate them against the schema.
+Results are the typed dicts that service/schemas.py declares (``PictureResult``): the fast lane
+serialises them as they are, the FastAPI routes validate them through ``ClassifyResponse``.
 """
 
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from PIL import Image
@@ -24,6 +24,7 @@ from .imaging import Prepared
 from .options import TOP, Options
 from .registry import LoadedModel
 from .render import cam_overlay, data_url, feature_grid
+from .schemas import Cam, FeatureMap, Grid, PictureResult, Prediction, Preprocessing
 from .spec import LayerSpec, ModelSpec
 
 INLINE_RESULT_PIXELS = 16_384  # model-input pixels whose results are built on the event loop
@@ -37,13 +38,13 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def top_k(spec: ModelSpec, probs: np.ndarray, k: int) -> list[dict[str, Any]]:
+def top_k(spec: ModelSpec, probs: np.ndarray, k: int) -> list[Prediction]:
     order = np.argsort(-probs, kind="stable")[: min(k, len(spec.labels))].tolist()
     values = probs.tolist()
     return [{"label": spec.labels[i], "index": i, "probability": values[i]} for i in order]
 
 
-def feature_map(layer: LayerSpec, fmap: np.ndarray) -> dict[str, Any]:
+def feature_map(layer: LayerSpec, fmap: np.ndarray) -> FeatureMap:
     image, grid = feature_grid(fmap)
     return {
         "layer": layer.name,
@@ -52,34 +53,35 @@ def feature_map(layer: LayerSpec, fmap: np.ndarray) -> dict[str, Any]:
         "stride": layer.stride,
         "padding": layer.padding,
         "shape": list(fmap.shape),
-        "grid": grid,
+        "grid": cast(Grid, grid),
         "image": data_url(image),
     }
 
 
-def cam_of(spec: ModelSpec, cams: np.ndarray, index: int, display: np.ndarray) -> dict[str, Any]:
+def cam_of(spec: ModelSpec, cams: np.ndarray, index: int, display: np.ndarray) -> Cam:
     image = cam_overlay(cams[index], display)
     return {"label": spec.labels[index], "index": index, "image": data_url(image)}
 
 
 def results(
     model: LoadedModel, prepared: list[Prepared], arrays: dict, options: Options
-) -> list[dict[str, Any]]:
-    """One ``schemas.PictureResult`` dict per picture. Blocking when it encodes PNGs (input
-    image, feature maps, CAM): then call it in a worker thread."""
+) -> list[PictureResult]:
+    """One result per picture. Blocking when it encodes PNGs (input image, feature maps, CAM):
+    then call it in a worker thread."""
     spec, out = model.spec, []
     for i, picture in enumerate(prepared):
         probs = arrays["probabilities"][i]
-        fmaps = cam = None
+        fmaps: list[FeatureMap] | None = None
+        cam: Cam | None = None
         if options.layers:
             fmaps = [feature_map(ly, arrays[ly.output][i]) for ly in options.layers]
         if options.cam is not None:
             assert picture.display is not None  # prepared with display=options.display
             index = int(np.argmax(probs)) if options.cam == TOP else options.cam
             cam = cam_of(spec, arrays["cam"][i], index, picture.display)
-        result = {
+        result: PictureResult = {
             "predictions": top_k(spec, probs, options.top_k),
-            "preprocessing": picture.info,
+            "preprocessing": cast(Preprocessing, picture.info),  # imaging.py fills it
             "input_image": data_url(png(picture.pixels)) if options.input_image else None,
             "feature_maps": fmaps,
             "cam": cam,
@@ -90,7 +92,7 @@ def results(
 
 async def classify(
     model: LoadedModel, pictures: Pictures, options: Options, *, alone: bool = False
-) -> list[dict[str, Any]]:
+) -> list[PictureResult]:
     """``alone``: the caller knows that no other request is in flight (the runtime may then
     run the picture on the event loop)."""
     runtime = model.runtime
@@ -102,7 +104,7 @@ async def classify(
     return await run_in_threadpool(results, model, prepared, arrays, options)
 
 
-def response(model: LoadedModel, results: list[dict[str, Any]]) -> dict[str, Any]:
+def response(model: LoadedModel, results: list[PictureResult]) -> dict[str, Any]:
     """A ``schemas.ClassifyResponse`` as a dict."""
     return {"model": {"name": model.name, "version": model.spec.version}, "results": results}
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
+
+from .spec import InputSpec, LayerSpec
 
 
 class ErrorBody(BaseModel):
@@ -38,59 +41,73 @@ class ModelRef(BaseModel):
     version: str
 
 
-class Prediction(BaseModel):
+# The results of a classification, declared once: service/classify.py builds exactly these
+# dicts (mypy checks every key), the fast lane serialises them as they are, and FastAPI
+# validates and documents them through ClassifyResponse.
+
+
+class Prediction(TypedDict):
     label: str
-    index: int = Field(description="Class index in the model's label list.")
-    probability: float = Field(ge=0, le=1, description="Calibrated softmax probability.")
+    index: Annotated[int, Field(description="Class index in the model's label list.")]
+    probability: Annotated[float, Field(ge=0, le=1, description="Calibrated probability.")]
 
 
-class Preprocessing(BaseModel):
+class Preprocessing(TypedDict):
     """What the service did to the picture before the network saw it."""
 
-    format: str = Field(description="Format sniffed from the bytes, e.g. PNG, JPEG.")
-    width: int = Field(description="Original width in pixels (after EXIF rotation).")
-    height: int = Field(description="Original height in pixels (after EXIF rotation).")
-    mode: str = Field(description="Original Pillow mode, e.g. L, RGB, RGBA, P, I;16.")
-    frames: int = Field(description="Frames in the file; only the first is used.")
-    exif_rotated: bool = Field(description="EXIF orientation was applied.")
-    alpha_flattened: bool = Field(description="Transparency composited over the background.")
-    inverted: bool = Field(description="Light background inverted to match the model's dark one.")
-    scaled_16bit: bool = Field(description="16-bit samples scaled to 8 bits.")
-    resize: str = Field(description="How the picture was fitted to the input size.")
+    format: Annotated[str, Field(description="Format sniffed from the bytes, e.g. PNG, JPEG.")]
+    width: Annotated[int, Field(description="Original width in pixels (after EXIF rotation).")]
+    height: Annotated[int, Field(description="Original height in pixels (after EXIF rotation).")]
+    mode: Annotated[str, Field(description="Original Pillow mode, e.g. L, RGB, RGBA, P, I;16.")]
+    frames: Annotated[int, Field(description="Frames in the file; only the first is used.")]
+    exif_rotated: Annotated[bool, Field(description="EXIF orientation was applied.")]
+    alpha_flattened: Annotated[
+        bool, Field(description="Transparency composited over the background.")
+    ]
+    inverted: Annotated[
+        bool, Field(description="Light background inverted to match the model's dark one.")
+    ]
+    scaled_16bit: Annotated[bool, Field(description="16-bit samples scaled to 8 bits.")]
+    resize: Annotated[str, Field(description="How the picture was fitted to the input size.")]
 
 
-class Grid(BaseModel):
+class Grid(TypedDict):
     rows: int
     cols: int
-    tile: int = Field(description="Tile edge in pixels (each channel is one tile).")
+    tile: Annotated[int, Field(description="Tile edge in pixels (each channel is one tile).")]
     channels: int
 
 
-class FeatureMap(BaseModel):
+class FeatureMap(TypedDict):
     layer: str
     kind: Literal["conv", "pool"]
     kernel: int
     stride: int
     padding: int
-    shape: list[int] = Field(description="[channels, height, width] of the activation.")
+    shape: Annotated[list[int], Field(description="[channels, height, width] of the activation.")]
     grid: Grid
-    image: str = Field(description="PNG data URL: one tile per channel, row by row.")
+    image: Annotated[str, Field(description="PNG data URL: one tile per channel, row by row.")]
 
 
-class Cam(BaseModel):
+class Cam(TypedDict):
     label: str
     index: int
-    image: str = Field(description="PNG data URL: class-activation heat map over the picture.")
+    image: Annotated[
+        str, Field(description="PNG data URL: class-activation heat map over the picture.")
+    ]
 
 
-class PictureResult(BaseModel):
-    predictions: list[Prediction] = Field(description="Top-k classes, most probable first.")
+class PictureResult(TypedDict):
+    predictions: Annotated[
+        list[Prediction], Field(description="Top-k classes, most probable first.")
+    ]
     preprocessing: Preprocessing
-    input_image: str | None = Field(
-        None, description="PNG data URL of the exact pixels the network saw (input_image=true)."
-    )
-    feature_maps: list[FeatureMap] | None = None
-    cam: Cam | None = None
+    input_image: Annotated[
+        str | None,
+        Field(description="PNG data URL of the exact pixels the network saw (input_image=true)."),
+    ]
+    feature_maps: list[FeatureMap] | None
+    cam: Cam | None
 
 
 class ClassifyResponse(BaseModel):
@@ -105,34 +122,13 @@ class ClassifyJSON(BaseModel):
     )
 
 
-class InputInfo(BaseModel):
-    height: int
-    width: int
-    channels: int
-    mode: Literal["L", "RGB"]
-    resize: Literal["pad", "crop", "stretch"]
-    background: Literal["dark", "light"] | None
-
-
-class LayerInfo(BaseModel):
-    name: str
-    output: str
-    kind: Literal["conv", "pool"]
-    kernel: int
-    stride: int
-    padding: int
-    channels: int
-    height: int
-    width: int
-
-
 class ModelInfo(BaseModel):
     name: str
     version: str
     default: bool = Field(description="Served by POST /v1/classify.")
     labels: list[str]
-    input: InputInfo
-    layers: list[LayerInfo]
+    input: InputSpec  # the contract's own types (service/spec.py), not copies of them
+    layers: list[LayerSpec]
     temperature: float
     metrics: dict[str, Any] = Field(description="Measured test accuracy, calibration error, data.")
     created: str | None
