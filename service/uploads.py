@@ -1,7 +1,7 @@
 """The pictures in a request, whichever way they came: multipart ``file`` fields, the raw body,
 or JSON ``{"images": [base64 or data URL, ...]}``. Returns bytes; decoding is imaging's job.
 
-The body-size limit has already been applied while it streamed in (limits.py).
+The body-size limit has already been applied while it streamed in (service/edge.py).
 """
 
 from __future__ import annotations
