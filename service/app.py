@@ -28,6 +28,7 @@ from .classify import set_decode_threads
 from .deadlines import BodyDeadlineMiddleware, client_disconnected
 from .errors import ModelError, ServiceError
 from .fastlane import FastLane
+from .grpc import serving as grpc_serving
 from .limits import BodyLimitMiddleware, send_error
 from .logs import AccessLogMiddleware, pick_request_id
 from .metrics import Metrics, MetricsMiddleware, route_template
@@ -190,7 +191,11 @@ def create_app(settings: Settings, static_dir: Path | None = STATIC) -> FastAPI:
         names = ", ".join(m.name for m in app.state.registry)
         log.info("ready: %s (default %s)", names, app.state.registry.default_name)
         try:
-            async with reloading(app.state.registry, metrics, settings):  # SIGHUP, file watch
+            # SIGHUP and file watch; the gRPC server when CONVSCOPE_GRPC_PORT is set
+            async with (
+                reloading(app.state.registry, metrics, settings),
+                grpc_serving(app.state, settings),
+            ):
                 yield
         finally:
             app.state.registry = None
