@@ -61,9 +61,7 @@ async def server_metadata(
     return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
 
 
-async def model_metadata(
-    request: pb.ModelMetadataRequest, state: Any
-) -> pb.ModelMetadataResponse:
+async def model_metadata(request: pb.ModelMetadataRequest, state: Any) -> pb.ModelMetadataResponse:
     meta = _metadata(_model(state, request.name, request.version))
     response = pb.ModelMetadataResponse(
         name=meta.name, versions=meta.versions, platform=meta.platform

@@ -126,9 +126,7 @@ def parse_request(message: pb.ModelInferRequest) -> InferRequest:
             )
         if any(t.HasField("contents") for t in message.inputs):
             raise BadRequest("request mixes raw_input_contents with typed input contents")
-    inputs = [
-        _input(t, i, raws[i] if raws else None) for i, t in enumerate(message.inputs)
-    ]
+    inputs = [_input(t, i, raws[i] if raws else None) for i, t in enumerate(message.inputs)]
     outputs = []
     for i, out in enumerate(message.outputs):
         if not out.name:
