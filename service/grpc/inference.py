@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
-from ..errors import NotReady
+from ..errors import NotFound, NotReady
 from ..registry import LoadedModel, Registry
 from ..routes.v2 import (
     EXTENSIONS,
@@ -51,7 +51,12 @@ async def server_ready(request: pb.ServerReadyRequest, state: Any) -> pb.ServerR
 
 
 async def model_ready(request: pb.ModelReadyRequest, state: Any) -> pb.ModelReadyResponse:
-    _model(state, request.name, request.version)  # NOT_FOUND for an unknown name or version
+    # As Triton: a model (or version) it does not have is not ready, rather than an error, so
+    # tritonclient.grpc's is_model_ready() says False where tritonclient.http's does.
+    try:
+        _model(state, request.name, request.version)
+    except (NotFound, NotReady):
+        return pb.ModelReadyResponse(ready=False)
     return pb.ModelReadyResponse(ready=True)
 
 
