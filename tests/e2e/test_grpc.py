@@ -365,3 +365,14 @@ def test_health_checking_as_a_kubernetes_grpc_probe(start: Callable[..., Any]) -
         assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
         watch.cancel()
         assert s.process.wait(timeout=30) == 0
+
+
+def test_several_workers_share_the_grpc_port(start: Callable[..., Any]) -> None:
+    # Each worker process starts its own gRPC server on the port (SO_REUSEPORT, as HTTP shares
+    # its socket); a fresh connection may land on either, and every one is answered.
+    with start({"CONVSCOPE_WORKERS": "2"}) as s:
+        for _ in range(6):
+            with tgrpc.InferenceServerClient(s.address) as client:
+                assert client.is_model_ready(MODEL)
+                image = _uint8(tgrpc, np.zeros((1, 28, 28, 1), np.uint8))
+                assert client.infer(MODEL, [image]).as_numpy("probabilities").shape == (1, 10)
