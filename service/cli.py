@@ -26,9 +26,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from .client import DEFAULT_URL, Client, ConvscopeError, Result, ServiceError, Unreachable
+from .client import DEFAULT_URL, Client, ConvscopeError, Result, ServiceError
 
 TRAINING = ("train", "export", "evaluate", "adopt")
+# Answers that do not depend on the picture (key, model name, loading): the run stops at once.
+FATAL = {401, 403, 404, 503}
 PICTURE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
@@ -166,6 +168,7 @@ def classify(args: argparse.Namespace) -> int:
         return 2
     rows: list[tuple[str, Result]] = []
     failed: list[tuple[Path, str]] = []
+    stopped = ""
     progress = Progress(len(pictures), sys.stderr)
     with Client(args.url, api_key=args.api_key) as client:
         for done, (path, name) in enumerate(zip(pictures, _names(pictures)), 1):
@@ -179,22 +182,17 @@ def classify(args: argparse.Namespace) -> int:
                     cam=args.cam is not None,
                 )
                 written = _write(result, name, args.feature_maps, args.cam)
-            except Unreachable as exc:
-                progress.close()
-                print(f"convscope: {exc}", file=sys.stderr)
-                return 1
-            except (ServiceError, OSError) as exc:
-                reason = str(exc) if isinstance(exc, ServiceError) else _os_reason(exc)
-                failed.append((path, reason))
+            except (ConvscopeError, OSError) as exc:
+                error = _failure(exc)
+                if error is None:  # the same for every picture (or no answer): say it once
+                    stopped = f"convscope: {exc}"
+                    break
+                failed.append(
+                    (path, str(exc) if isinstance(exc, ServiceError) else error["message"])
+                )
                 if args.json:
-                    code = exc.code if isinstance(exc, ServiceError) else "unreadable_file"
-                    message = exc.message if isinstance(exc, ServiceError) else reason
-                    _json_line({"picture": str(path), "error": {"code": code, "message": message}})
+                    _json_line({"picture": str(path), "error": error})
                 continue
-            except ConvscopeError as exc:
-                progress.close()
-                print(f"convscope: {exc}", file=sys.stderr)
-                return 1
             rows.append((str(path), result))
             if args.json:
                 _json_line(
@@ -206,10 +204,14 @@ def classify(args: argparse.Namespace) -> int:
                         **written,
                     }
                 )
-        progress.step(len(pictures), "")
+        else:
+            progress.step(len(pictures), "")
         progress.close()
     if rows and not args.json:
         print(_table(rows, args.top_k))
+    if stopped:  # what was done before stays printed
+        print(stopped, file=sys.stderr)
+        return 1
     if failed:
         print(f"convscope: {len(failed)} of {len(pictures)} pictures failed:", file=sys.stderr)
         for path, reason in failed:
@@ -218,8 +220,14 @@ def classify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _os_reason(exc: OSError) -> str:
-    return exc.strerror.lower() if exc.strerror else str(exc)
+def _failure(exc: Exception) -> dict[str, str] | None:
+    """One picture's error as {code, message}; None when the whole run has to stop."""
+    if isinstance(exc, ServiceError):
+        return None if exc.status in FATAL else {"code": exc.code, "message": exc.message}
+    if isinstance(exc, OSError):  # the picture's file, or writing its PNGs
+        reason = exc.strerror.lower() if exc.strerror else str(exc)
+        return {"code": "unreadable_file", "message": reason}
+    return None  # unreachable, or an answer that is not convscope's
 
 
 def _json_line(doc: dict[str, Any]) -> None:

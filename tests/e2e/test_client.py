@@ -287,9 +287,14 @@ def test_classify_json_lines_and_failures(service: Any, folder: Path) -> None:
 
 
 def test_classify_without_the_key_or_the_service(service: Any, folder: Path) -> None:
-    done = _convscope("classify", str(folder / "p0.png"), "--url", service.url)
+    # Answers that are the same for every picture stop the run with one sentence.
+    done = _convscope("classify", str(folder), "--url", service.url)
     assert done.returncode == 1
-    assert "unauthorized: an API key is required" in done.stderr
+    assert done.stderr.startswith("convscope: unauthorized: an API key is required")
+    assert len(done.stderr.splitlines()) == 1
+    key = {"CONVSCOPE_API_KEY": "secret"}
+    done = _convscope("classify", str(folder), "--url", service.url, "--model", "nope", env=key)
+    assert done.stderr.splitlines() == ["convscope: not_found: no model named 'nope'"]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{s.getsockname()[1]}"
