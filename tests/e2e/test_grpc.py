@@ -11,9 +11,16 @@ tritonclient's own generated stub (its ``service_pb2``), since its ``InferInput`
 from __future__ import annotations
 
 import io
+import json
+import os
 import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -60,8 +67,6 @@ class Servers:
 
 @pytest.fixture(scope="module")
 def start(service_factory: Any) -> Callable[..., Any]:
-    from contextlib import contextmanager
-
     @contextmanager
     def run(env: dict[str, str] | None = None) -> Iterator[Servers]:
         port = free_port()
@@ -376,3 +381,50 @@ def test_several_workers_share_the_grpc_port(start: Callable[..., Any]) -> None:
                 assert client.is_model_ready(MODEL)
                 image = _uint8(tgrpc, np.zeros((1, 28, 28, 1), np.uint8))
                 assert client.infer(MODEL, [image]).as_numpy("probabilities").shape == (1, 10)
+
+
+def test_each_call_has_one_access_line_with_its_request_id(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    port, grpc_port = free_port(), free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CONVSCOPE_")}
+    env = {
+        **clean,
+        "CONVSCOPE_GRPC_PORT": str(grpc_port),
+        "CONVSCOPE_WORKERS": "1",
+        "CONVSCOPE_LOG_FORMAT": "json",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "service",
+        "--port",
+        str(port),
+        "--model-dir",
+        str(root / "models"),
+    ]
+    log = tmp_path / "service.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while "gRPC (Open Inference Protocol)" not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        with tgrpc.InferenceServerClient(f"127.0.0.1:{grpc_port}") as client:
+            image = _uint8(tgrpc, np.zeros((1, 28, 28, 1), np.uint8))
+            client.infer(MODEL, [image], headers={"x-request-id": "call-1"})
+            _error(lambda: client.infer("no-such-model", [image], headers={"x-request-id": "c-2"}))
+        time.sleep(0.5)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    access = [line for line in lines if line.get("logger") == "service.access"]
+    route = f"/{SERVICE}/ModelInfer"
+    assert [
+        (a["method"], a["path"], a["route"], a["status"], a["request_id"], a["client"])
+        for a in access
+    ] == [
+        ("GRPC", route, route, 200, "call-1", "127.0.0.1"),
+        ("GRPC", route, route, 404, "c-2", "127.0.0.1"),
+    ]
