@@ -6,10 +6,10 @@ message-size limit, the service's errors as gRPC status codes with the same sent
 metrics observation and access line per call (method ``GRPC``, the call's full name as path and
 route, the HTTP status the same error gets over HTTP).
 
-The six functions below the mapping have the names and signatures of the request edge's public
-API (service/edge.py, issue 13, written at the same time); until that lands they forward to
-today's pieces. At the merge this block becomes ``from ..edge import ...`` and nothing else here
-changes.
+The first block below is the part of the request edge's public API this module uses (the names
+and signatures of service/edge.py, issue 13, written at the same time); until that lands it
+forwards to today's pieces. At the merge it becomes ``from ..edge import internal_error,
+log_unexpected, record, request_id, require_key, too_large`` and nothing else here changes.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from ..settings import Settings
 
 
 def request_id(given: bytes | str | None) -> str:
-    return pick_request_id(given.encode("latin-1") if isinstance(given, str) else given)
+    return pick_request_id(given.encode("latin-1", "replace") if isinstance(given, str) else given)
 
 
 def require_key(settings: Settings, authorization: str | None, x_api_key: str | None) -> None:
