@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 MODEL_DIR ?= models
 
-.PHONY: install install-service serve train export evaluate test test-fast lint typecheck bench bench-load audit soak clean
+.PHONY: install install-service serve train export evaluate test test-fast lint typecheck bench bench-load audit soak clean grpc-stubs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -16,9 +16,9 @@ $(PY):
 install-service: $(PY)
 	$(PY) -m pip install -q -e .
 
-# Everything: service, training (torch==2.13.0 CPU) and the test tools.
+# Everything: service, gRPC, training (torch==2.13.0 CPU) and the test tools.
 install: $(PY)
-	$(PY) -m pip install -q -e '.[train,dev]'
+	$(PY) -m pip install -q -e '.[train,grpc,dev]'
 
 serve: install-service
 	$(PY) -m service --host $(HOST) --port $(PORT) --model-dir $(MODEL_DIR)
@@ -75,6 +75,17 @@ audit:
 soak: install
 	$(PY) benchmarks/soak.py --seconds 60 --concurrency 64
 	$(PY) benchmarks/slowloris.py --seconds 30 --connections 200
+
+# The gRPC messages from service/grpc/open_inference_grpc.proto (grpcio-tools, in the dev
+# extra), committed: building the package needs no protoc. The messages go into a private
+# descriptor pool (service/grpc/__init__.py says why). tests/service/test_grpc_stubs.py runs this
+# into a scratch folder and fails when the committed files differ.
+GRPC_OUT ?= service/grpc
+grpc-stubs:
+	$(PY) -m grpc_tools.protoc -Iservice/grpc --python_out=$(GRPC_OUT) --pyi_out=$(GRPC_OUT) \
+		service/grpc/open_inference_grpc.proto
+	sed -i 's/_descriptor_pool.Default()/_descriptor_pool.DescriptorPool()/' \
+		$(GRPC_OUT)/open_inference_grpc_pb2.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -26,6 +26,7 @@ from .decoding import Decoders
 from .edge import Edge, error_response, internal_error
 from .errors import InvalidParameter, ModelError, ServiceError
 from .fastlane import FastLane
+from .grpc import serving as grpc_serving
 from .metrics import Metrics
 from .registry import Registry
 from .reloading import reloading
@@ -154,7 +155,11 @@ def create_app(settings: Settings, static_dir: Path | None = STATIC) -> FastAPI:
                 raise
             names = ", ".join(m.name for m in app.state.registry)
             log.info("ready: %s (default %s)", names, app.state.registry.default_name)
-            async with reloading(app.state.registry, metrics, settings):  # SIGHUP, file watch
+            # SIGHUP and file watch; the gRPC server when CONVSCOPE_GRPC_PORT is set
+            async with (
+                reloading(app.state.registry, metrics, settings),
+                grpc_serving(app.state, settings),
+            ):
                 yield
         finally:
             app.state.registry = None

@@ -79,6 +79,24 @@ class Settings(BaseSettings):
     reload_watch: bool = False
     reload_poll_s: Annotated[float, Field(ge=0.1, le=3600)] = 2.0
 
+    # The Open Inference Protocol over gRPC (service/grpc/) on this port, same host; unset: off.
+    # Off by default: a second open port should be asked for, and grpcio (19 MB) is the `grpc`
+    # extra. 0: a port the OS chooses (logged).
+    grpc_port: Annotated[int | None, Field(ge=0, le=65535)] = None
+
+    @field_validator("grpc_port")
+    @classmethod
+    def grpc_installed(cls, value: int | None) -> int | None:
+        import importlib.util
+
+        if value is not None and not all(
+            importlib.util.find_spec(m) for m in ("grpc", "grpc_health")
+        ):
+            raise ValueError(
+                "gRPC needs grpcio and grpcio-health-checking: pip install 'convscope[grpc]'"
+            )
+        return value
+
     @field_validator("api_keys", "cors_origins", "providers", mode="before")
     @classmethod
     def split_commas(cls, value: Any) -> Any:

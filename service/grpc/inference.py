@@ -1,0 +1,98 @@
+"""What each call of ``inference.GRPCInferenceService`` does: /v2's use case, over gRPC.
+
+The work is /v2's (service/routes/v2.py): the same metadata, the same input checks and decoding,
+the same output plan with ``probabilities`` by default, the same classification strings, the
+same batcher. Only the messages differ (service/grpc/tensors.py). Each function takes the parsed
+request and the app's state; errors are the service's own ``ServiceError``s, which
+service/grpc/calls.py turns into gRPC status codes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import __version__
+from ..errors import NotFound, NotReady
+from ..registry import LoadedModel, Registry
+from ..routes.v2 import (
+    EXTENSIONS,
+    _checked,
+    _image_input,
+    _metadata,
+    _output_plan,
+    _run,
+    _versioned,
+)
+from ..v2_codec import BYTES, OutputTensor, classification
+from . import open_inference_grpc_pb2 as pb
+from .tensors import encode_response, parse_request
+
+SERVER_NAME = "convscope"
+
+
+def registry_of(state: Any) -> Registry:
+    registry: Registry | None = getattr(state, "registry", None)
+    if registry is None:
+        raise NotReady("the models are still loading; try again shortly")
+    return registry
+
+
+def _model(state: Any, name: str, version: str) -> LoadedModel:
+    model = registry_of(state).get(name)
+    return _versioned(model, version) if version else model
+
+
+async def server_live(request: pb.ServerLiveRequest, state: Any) -> pb.ServerLiveResponse:
+    return pb.ServerLiveResponse(live=True)
+
+
+async def server_ready(request: pb.ServerReadyRequest, state: Any) -> pb.ServerReadyResponse:
+    registry = getattr(state, "registry", None)
+    return pb.ServerReadyResponse(ready=registry is not None and len(registry) > 0)
+
+
+async def model_ready(request: pb.ModelReadyRequest, state: Any) -> pb.ModelReadyResponse:
+    # As Triton: a model (or version) it does not have is not ready, rather than an error, so
+    # tritonclient.grpc's is_model_ready() says False where tritonclient.http's does.
+    try:
+        _model(state, request.name, request.version)
+    except (NotFound, NotReady):
+        return pb.ModelReadyResponse(ready=False)
+    return pb.ModelReadyResponse(ready=True)
+
+
+async def server_metadata(
+    request: pb.ServerMetadataRequest, state: Any
+) -> pb.ServerMetadataResponse:
+    return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
+
+
+async def model_metadata(request: pb.ModelMetadataRequest, state: Any) -> pb.ModelMetadataResponse:
+    meta = _metadata(_model(state, request.name, request.version))
+    response = pb.ModelMetadataResponse(
+        name=meta.name, versions=meta.versions, platform=meta.platform
+    )
+    for tensor in meta.inputs:
+        response.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+    for tensor in meta.outputs:
+        response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+    return response
+
+
+async def model_infer(request: pb.ModelInferRequest, state: Any) -> pb.ModelInferResponse:
+    model = _model(state, request.model_name, request.model_version)
+    req = parse_request(request)
+    tensor = _image_input(req, model.spec)
+    plan = _output_plan(req, model)  # before decoding: a bad output name costs no work
+    _checked(tensor, model, state.settings)
+    arrays = await _run(tensor, model, state.decoders, [name for name, _, _ in plan])
+    outputs = []
+    for name, _, k in plan:
+        value = arrays[name]
+        if k:
+            labels = classification(value, k, model.spec.labels)
+            shape = (len(value), min(k, value.shape[1]))
+            outputs.append(OutputTensor(name, BYTES, shape, labels, True))
+        else:
+            outputs.append(OutputTensor(name, "FP32", tuple(value.shape), value, True))
+    return encode_response(model.name, model.spec.version, req.id, outputs)
