@@ -89,12 +89,23 @@ def find_label(spec: ModelSpec, label: str) -> int:
     raise NotFound(f"model {spec.name} has no label {_shown(label)}")
 
 
+def require_cam(spec: ModelSpec) -> None:
+    """A model exported without a ``cam`` output answers CAM requests with a 404 saying so."""
+    if spec.cam is None:
+        raise NotFound(
+            f"model {spec.name} has no class-activation map (its metadata says cam: none); "
+            "ask for feature maps instead",
+            code="no_cam",
+        )
+
+
 def parse_cam(spec: ModelSpec, value: str) -> int | None:
     """``cam``: false | true (each picture's top-1 class) | a label name or index."""
+    if value.strip().lower() in FALSE and not value.strip().isdigit():
+        return None
+    require_cam(spec)
     if value.strip().isdigit():  # "0" and "1" are class indices here, not booleans
         return find_label(spec, value.strip())
-    if value.strip().lower() in FALSE:
-        return None
     if value.strip().lower() in TRUE:
         return TOP
     return find_label(spec, value.strip())
@@ -194,7 +205,10 @@ def feature_map(layer: LayerSpec, fmap: np.ndarray) -> dict[str, Any]:
 
 def cam_of(spec: ModelSpec, cams: np.ndarray, index: int, display: np.ndarray) -> dict[str, Any]:
     image = cam_overlay(cams[index], display)
-    return {"label": spec.labels[index], "index": index, "image": data_url(image)}
+    kind = spec.cam.kind if spec.cam is not None else "exact"
+    method, layer = (spec.cam.method, spec.cam.layer) if spec.cam is not None else ("", "")
+    return {"label": spec.labels[index], "index": index, "kind": kind, "layer": layer,
+            "method": method, "image": data_url(image)}  # fmt: skip
 
 
 def results(

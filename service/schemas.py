@@ -77,9 +77,19 @@ class FeatureMap(BaseModel):
     image: str = Field(description="PNG data URL: one tile per channel, row by row.")
 
 
+CamKind = Literal["exact", "approximate"]
+CAM_KIND_TEXT = (
+    "exact: a class-activation map (global-average-pooling + linear head); approximate: a "
+    "gradient-free map of where the network looked, the same for every class."
+)
+
+
 class Cam(BaseModel):
     label: str
     index: int
+    kind: CamKind = Field(description=CAM_KIND_TEXT)
+    layer: str = Field(description="The stage the map is computed on.")
+    method: str = Field(description="How the map is made, in words.")
     image: str = Field(description="PNG data URL: class-activation heat map over the picture.")
 
 
@@ -126,6 +136,12 @@ class LayerInfo(BaseModel):
     width: int
 
 
+class CamInfo(BaseModel):
+    kind: CamKind = Field(description=CAM_KIND_TEXT)
+    layer: str
+    method: str
+
+
 class ModelInfo(BaseModel):
     name: str
     version: str
@@ -137,6 +153,7 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Any] = Field(description="Measured test accuracy, calibration error, data.")
     created: str | None
     recipe: dict[str, Any] = Field(description="Architecture and training settings.")
+    cam: CamInfo | None = Field(description="The class-activation map; null: the model has none.")
 
 
 class ModelList(BaseModel):

@@ -22,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 from .contract import (
     INPUT_NAME,
     PARITY_TOLERANCE,
+    ContractError,
     cam_entry,
     input_entry,
     save_model,
@@ -56,7 +57,7 @@ FLOATS = {
 P = "convscope/"  # prefix of every tensor and node this rewrite adds
 
 
-class AdoptError(ValueError):
+class AdoptError(ContractError):
     """What adopt cannot do with this file, in one sentence."""
 
 

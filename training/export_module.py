@@ -29,6 +29,7 @@ from .contract import (
     INPUT_NAME,
     OPSET,
     PARITY_TOLERANCE,
+    ContractError,
     cam_entry,
     input_entry,
     save_model,
@@ -78,7 +79,7 @@ APPROXIMATE_CAM = (
 )
 
 
-class ExportError(ValueError):
+class ExportError(ContractError):
     """What the export cannot do with this module, in one sentence."""
 
 

@@ -18,6 +18,7 @@ from ..classify import (
     parse_cam,
     parse_layers,
     prepare_all,
+    require_cam,
     response,
 )
 from ..deps import DefaultModelDep, ModelDep, RegistryDep, SettingsDep, require_api_key
@@ -151,6 +152,7 @@ async def feature_map_png(
 async def cam_png(
     request: Request, model: ModelDep, settings: SettingsDep, label: Label = None
 ) -> Response:
+    require_cam(model.spec)
     index = None if label is None else find_label(model.spec, label)
     picture = one_picture(await read_pictures(request, settings.max_images))
     prepared = await prepare_all([picture], model.spec, settings.max_pixels, display=True)
@@ -160,7 +162,9 @@ async def cam_png(
     display = prepared[0].display
     assert display is not None
     image = await run_in_threadpool(cam_overlay, arrays["cam"][0][index], display)
-    return Response(image, media_type="image/png", headers={"X-Class-Index": str(index)})
+    assert model.spec.cam is not None
+    headers = {"X-Class-Index": str(index), "X-Cam-Kind": model.spec.cam.kind}
+    return Response(image, media_type="image/png", headers=headers)
 
 
 def model_info(model: LoadedModel, default: str) -> ModelInfo:
@@ -177,6 +181,7 @@ def model_info(model: LoadedModel, default: str) -> ModelInfo:
             "metrics": spec.metrics,
             "created": spec.created,
             "recipe": spec.recipe,
+            "cam": vars(spec.cam) if spec.cam is not None else None,
         }
     )
 
