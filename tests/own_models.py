@@ -16,6 +16,8 @@ so the maps are not noise.
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -83,9 +85,13 @@ class PlainNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        )  # fmt: skip
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
         self.classifier = nn.Linear(16 * 7 * 7, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,8 +147,15 @@ def plain_torch_onnx(path: Path, dynamic_batch: bool = True) -> Path:
     net = train_briefly(PlainNet(), 28, 1)
     example = torch.zeros(1, 1, 28, 28)
     axes = {"pixels": {0: "batch"}, "scores": {0: "batch"}} if dynamic_batch else None
-    torch.onnx.export(net, (example,), str(path), input_names=["pixels"], output_names=["scores"],
-                      dynamic_axes=axes, dynamo=False)  # fmt: skip
+    torch.onnx.export(
+        net,
+        (example,),
+        str(path),
+        input_names=["pixels"],
+        output_names=["scores"],
+        dynamic_axes=axes,
+        dynamo=False,
+    )
     return path
 
 
@@ -167,36 +180,149 @@ def keras_like_onnx(path: Path, opset: int = 15) -> Path:
     ]
     n = helper.make_node
     nodes = [
-        n("Transpose", ["input_1"], ["input_1_nchw"], perm=[0, 3, 1, 2],
-          name="sequential/conv2d/Conv2D__6"),
-        n("Conv", ["input_1_nchw", inits[0].name, inits[1].name], ["conv2d_out"],
-          kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], name="sequential/conv2d/Conv2D"),
+        n(
+            "Transpose",
+            ["input_1"],
+            ["input_1_nchw"],
+            perm=[0, 3, 1, 2],
+            name="sequential/conv2d/Conv2D__6",
+        ),
+        n(
+            "Conv",
+            ["input_1_nchw", inits[0].name, inits[1].name],
+            ["conv2d_out"],
+            kernel_shape=[3, 3],
+            strides=[1, 1],
+            pads=[1, 1, 1, 1],
+            name="sequential/conv2d/Conv2D",
+        ),
         n("Relu", ["conv2d_out"], ["conv2d_relu"], name="sequential/conv2d/Relu"),
-        n("MaxPool", ["conv2d_relu"], ["pool_out"], kernel_shape=[2, 2], strides=[2, 2],
-          name="sequential/max_pooling2d/MaxPool"),
-        n("Conv", ["pool_out", inits[2].name, inits[3].name], ["conv2d_1_out"],
-          kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
-          name="sequential/conv2d_1/Conv2D"),
+        n(
+            "MaxPool",
+            ["conv2d_relu"],
+            ["pool_out"],
+            kernel_shape=[2, 2],
+            strides=[2, 2],
+            name="sequential/max_pooling2d/MaxPool",
+        ),
+        n(
+            "Conv",
+            ["pool_out", inits[2].name, inits[3].name],
+            ["conv2d_1_out"],
+            kernel_shape=[3, 3],
+            strides=[2, 2],
+            pads=[1, 1, 1, 1],
+            name="sequential/conv2d_1/Conv2D",
+        ),
         n("Relu", ["conv2d_1_out"], ["conv2d_1_relu"], name="sequential/conv2d_1/Relu"),
-        n("Transpose", ["conv2d_1_relu"], ["conv2d_1_nhwc"], perm=[0, 2, 3, 1],
-          name="sequential/conv2d_1/Relu__12"),
-        n("ReduceMean", ["conv2d_1_nhwc"], ["gap"], axes=[1, 2], keepdims=0,
-          name="sequential/global_average_pooling2d/Mean"),
+        n(
+            "Transpose",
+            ["conv2d_1_relu"],
+            ["conv2d_1_nhwc"],
+            perm=[0, 2, 3, 1],
+            name="sequential/conv2d_1/Relu__12",
+        ),
+        n(
+            "ReduceMean",
+            ["conv2d_1_nhwc"],
+            ["gap"],
+            axes=[1, 2],
+            keepdims=0,
+            name="sequential/global_average_pooling2d/Mean",
+        ),
         n("MatMul", ["gap", inits[4].name], ["dense_mm"], name="sequential/dense/MatMul"),
         n("Add", ["dense_mm", inits[5].name], ["dense_logits"], name="sequential/dense/BiasAdd"),
         n("Softmax", ["dense_logits"], ["dense"], axis=1, name="sequential/dense/Softmax"),
-    ]  # fmt: skip
+    ]
     graph = helper.make_graph(
-        nodes, "sequential",
+        nodes,
+        "sequential",
         [helper.make_tensor_value_info("input_1", TensorProto.FLOAT, ["unk__18", 32, 32, 3])],
         [helper.make_tensor_value_info("dense", TensorProto.FLOAT, ["unk__19", 5])],
         inits,
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="tf2onnx", producer_version="1.16.1")  # fmt: skip
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", opset)],
+        producer_name="tf2onnx",
+        producer_version="1.16.1",
+    )
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
     return path
 
 
 KERAS_LABELS = ["cat", "dog", "bird", "fish", "frog"]
+
+
+@dataclass
+class OwnModels:
+    """A model folder with the default model beside the four networks (and one without a cam),
+    the original files adopted from, and the PyTorch nets exported."""
+
+    models: Path  # CONVSCOPE_MODEL_DIR
+    originals: dict[str, Path]  # adopted name -> the ONNX file it was adopted from
+    nets: dict[str, nn.Module]  # exported name -> the PyTorch module
+    normalisation: dict[str, tuple[float, float]]  # name -> (mean, std) on [0, 1] pixels
+    layouts: dict[str, str]  # adopted name -> the original's layout
+
+
+def build_folder(root: Path, default_model: Path) -> OwnModels:
+    from training.adopt import AdoptOptions, adopt_model
+    from training.export_module import export_module
+
+    models, originals_dir = root / "models", root / "originals"
+    originals_dir.mkdir(parents=True)
+    (models / "fashion-mnist").mkdir(parents=True)
+    shutil.copy(default_model, models / "fashion-mnist" / "model.onnx")
+    torch.manual_seed(0)
+    lenet = train_briefly(lenet5(), 28, 1)
+    export_module(
+        lenet,
+        models / "lenet5" / "model.onnx",
+        LABELS10,
+        (28, 28, 1),
+        source="tests.own_models:lenet5",
+    )
+    resnet = train_briefly(resnet_lite(), 32, 3)
+    export_module(
+        resnet,
+        models / "resnet-lite" / "model.onnx",
+        LABELS4,
+        (32, 32, 3),
+        mean=[0.5],
+        std=[0.25],
+        source="tests.own_models:resnet_lite",
+    )
+    plain = plain_torch_onnx(originals_dir / "plain-torch.onnx")
+    adopt_model(
+        plain,
+        models / "plain-torch" / "model.onnx",
+        AdoptOptions(labels=LABELS10, mean=[0.5], std=[0.25]),
+    )
+    keras = keras_like_onnx(originals_dir / "keras-like.onnx")
+    adopt_model(keras, models / "keras-like" / "model.onnx", AdoptOptions(labels=KERAS_LABELS))
+    adopt_model(
+        keras, models / "keras-no-cam" / "model.onnx", AdoptOptions(labels=KERAS_LABELS, cam=False)
+    )
+    return OwnModels(
+        models=models,
+        originals={"plain-torch": plain, "keras-like": keras, "keras-no-cam": keras},
+        nets={"lenet5": lenet, "resnet-lite": resnet},
+        normalisation={
+            "lenet5": (0.0, 1.0),
+            "resnet-lite": (0.5, 0.25),
+            "plain-torch": (0.5, 0.25),
+            "keras-like": (0.0, 1.0),
+            "keras-no-cam": (0.0, 1.0),
+        },
+        layouts={"plain-torch": "NCHW", "keras-like": "NHWC", "keras-no-cam": "NHWC"},
+    )
+
+
+def original_input(name: str, folder: OwnModels, pixels: np.ndarray) -> np.ndarray:
+    """The float tensor the original model takes for these uint8 NHWC pixels."""
+    mean, std = folder.normalisation[name]
+    x = (pixels.astype(np.float32) / 255.0 - np.float32(mean)) / np.float32(std)
+    layout = folder.layouts.get(name, "NCHW")
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2) if layout == "NCHW" else x)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper, version_converter
 
 from .contract import (
     INPUT_NAME,
@@ -54,6 +54,7 @@ FLOATS = {
     TensorProto.DOUBLE: np.float64,
     TensorProto.FLOAT16: np.float16,
 }
+MIN_OPSET = 17  # DESIGN.md: opset >= 17
 P = "convscope/"  # prefix of every tensor and node this rewrite adds
 
 
@@ -345,11 +346,13 @@ def adopt_model(source: Path, out: Path, options: AdoptOptions) -> Path:
             f"onnxruntime {ort.__version__} cannot run {source.name} (opset "
             f"{opset}): {_first_line(exc)}"
         ) from exc
-    if opset < 11:
-        raise AdoptError(
-            f"{source.name} uses opset {opset}; adopt needs opset 11 or newer "
-            "(convert it with onnx.version_converter)"
-        )
+    if opset < MIN_OPSET:  # the contract's floor: onnx's converter lifts older graphs
+        try:
+            model = version_converter.convert_version(model, MIN_OPSET)
+        except Exception as exc:
+            raise AdoptError(f"{source.name} uses opset {opset}, and onnx cannot convert it to "
+                             f"{MIN_OPSET} ({_first_line(exc)})") from exc  # fmt: skip
+        opset = MIN_OPSET
     inp = _image_input(model, options)
     layout, h, w, c = _layout_and_size(_dims(inp), options, inp.name)
     cls_out = _class_output(model, options)
