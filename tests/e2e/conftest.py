@@ -45,12 +45,14 @@ class Service:
 
 
 @contextmanager
-def start_service(env: dict[str, str] | None = None) -> Iterator[Service]:
+def start_service(
+    env: dict[str, str] | None = None, model_dir: Path | None = None
+) -> Iterator[Service]:
     """`python -m service` on a free loopback port, ready (GET /readyz is 200) when yielded."""
     port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CONVSCOPE_")}
     cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--model-dir", str(ROOT / "models")]
+    cmd += ["--model-dir", str(model_dir or ROOT / "models")]
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
             cmd, cwd=ROOT, env={**clean, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
