@@ -317,6 +317,17 @@ def _exact_cam_source(graph: Graph, logits: str) -> tuple[str, np.ndarray] | Non
     return None
 
 
+def _as_float(elem: int) -> Any:
+    """A node giving tensor ``a`` the output name ``b`` as float32 (a Cast only if needed)."""
+
+    def node(a: str, b: str) -> onnx.NodeProto:
+        if elem in (TensorProto.FLOAT, TensorProto.UINT8):
+            return helper.make_node("Identity", [a], [b])
+        return helper.make_node("Cast", [a], [b], to=TensorProto.FLOAT)
+
+    return node
+
+
 def _const(name: str, value: np.ndarray) -> onnx.NodeProto:
     return helper.make_node("Constant", [], [P + name], value=numpy_helper.from_array(value))
 
@@ -385,17 +396,21 @@ def adopt_model(source: Path, out: Path, options: AdoptOptions) -> Path:
     if elem == TensorProto.UINT8:
         last = INPUT_NAME
     else:
+        # (x / 255 - mean) / std as one multiply and one add: two cheap ops on the hot path
+        scale, shift = 1.0 / (255.0 * std), -mean / std
         pre += [
             helper.make_node("Cast", [INPUT_NAME], [P + "pixels"], to=TensorProto.FLOAT),
-            _const("255", np.array(255.0, np.float32)),
-            helper.make_node("Div", [P + "pixels", P + "255"], [P + "scaled"]),
-            _const("mean", mean.reshape(1, 1, 1, c)),
-            helper.make_node("Sub", [P + "scaled", P + "mean"], [P + "centred"]),
-            _const("std", std.reshape(1, 1, 1, c)),
-            helper.make_node("Div", [P + "centred", P + "std"], [P + "normalised"]),
+            _const("scale", scale.astype(np.float32).reshape(1, 1, 1, c)),
+            helper.make_node("Mul", [P + "pixels", P + "scale"], [P + "scaled"]),
+            _const("shift", shift.astype(np.float32).reshape(1, 1, 1, c)),
+            helper.make_node("Add", [P + "scaled", P + "shift"], [P + "normalised"]),
         ]
         last = P + "normalised"
-    if layout == "NCHW":
+    if layout == "NCHW" and c == 1:  # [N, H, W, 1] -> [N, 1, H, W] moves no data
+        pre += [_const("nchw/shape", np.array([-1, 1, h, w], np.int64)),
+                helper.make_node("Reshape", [last, P + "nchw/shape"], [P + "nchw"])]  # fmt: skip
+        last = P + "nchw"
+    elif layout == "NCHW":
         pre.append(helper.make_node("Transpose", [last], [P + "nchw"], perm=[0, 3, 1, 2]))
         last = P + "nchw"
     if elem not in (TensorProto.FLOAT, TensorProto.UINT8):
@@ -419,16 +434,9 @@ def adopt_model(source: Path, out: Path, options: AdoptOptions) -> Path:
     else:
         post.append(helper.make_node("Log", [scores], [P + "log"]))
         logits, probs = P + "log", scores
-    post += [
-        helper.make_node("Cast", [probs], ["probabilities"], to=TensorProto.FLOAT),
-        helper.make_node("Cast", [logits], ["logits"], to=TensorProto.FLOAT),
-    ]
-    for stage in stages:
-        post.append(
-            helper.make_node(
-                "Cast", [stage.tensor], [f"features/{stage.name}"], to=TensorProto.FLOAT
-            )
-        )
+    as_float = _as_float(elem)
+    post += [as_float(probs, "probabilities"), as_float(logits, "logits")]
+    post += [as_float(stage.tensor, f"features/{stage.name}") for stage in stages]
 
     exact = _exact_cam_source(graph, logits) if options.cam else None
     cam_meta: dict[str, Any] | None = None

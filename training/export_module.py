@@ -232,6 +232,21 @@ def exact_cam_head(gm: fx.GraphModule) -> tuple[fx.Node, nn.Linear] | None:
     return (x, modules[str(out.target)]) if x is not None else None  # type: ignore[return-value]
 
 
+def simplify_global_pools(gm: fx.GraphModule) -> None:
+    """AdaptiveAvgPool2d(1) as a plain mean over H and W: the same numbers, but torch.export
+    otherwise spells it with Range/Gather index arithmetic that runs on every request."""
+    modules = dict(gm.named_modules())
+    for node in list(gm.graph.nodes):
+        pooled = node.op == "call_module" and isinstance(modules[str(node.target)],
+                                                           nn.AdaptiveAvgPool2d)  # fmt: skip
+        if pooled and modules[str(node.target)].output_size in (1, (1, 1)):
+            with gm.graph.inserting_after(node):
+                mean = gm.graph.call_function(torch.mean, (node.args[0], (2, 3)), {"keepdim": True})
+            node.replace_all_uses_with(mean)
+            gm.graph.erase_node(node)
+    gm.recompile()
+
+
 class ServingModule(nn.Module):
     """uint8 [N,H,W,C] -> probabilities, logits, features/<name>..., cam."""
 
@@ -247,13 +262,17 @@ class ServingModule(nn.Module):
     ) -> None:
         super().__init__()
         self.gm, self.features, self.cam, self.classes = gm, features, cam, classes
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        m, sd = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+        # (x / 255 - mean) / std as one multiply and one add: two cheap ops on the hot path
+        self.register_buffer("scale", (1 / (255 * sd)).float().view(1, -1, 1, 1))
+        self.register_buffer("shift", (-m / sd).float().view(1, -1, 1, 1))
         self.register_buffer("weight", weight if weight is not None else torch.zeros(0))
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = image.permute(0, 3, 1, 2).to(torch.float32) / 255.0
-        outs = self.gm((x - self.mean) / self.std)
+        n, h, w, c = image.shape
+        # one channel: NHWC -> NCHW is a reshape that moves no data
+        x = image.reshape(n, 1, h, w) if c == 1 else image.permute(0, 3, 1, 2)
+        outs = self.gm(x.to(torch.float32) * self.scale + self.shift)
         logits, features, source = outs[0], outs[1 : 1 + self.features], outs[-1]
         probabilities = torch.softmax(logits, dim=1)
         if self.cam is None:
@@ -300,7 +319,7 @@ def export_module(
     source_node = head[0] if head is not None else last_conv.node
     output = next(n for n in gm.graph.nodes if n.op == "output")
     output.args = ((output.args[0], *(s.node for s in stages), source_node),)
-    gm.recompile()
+    simplify_global_pools(gm)
     weight = head[1].weight.detach().clone() if head is not None else None
     wrapper = ServingModule(gm, mean, std, len(stages), kind, weight, len(labels)).eval()
 
