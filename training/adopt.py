@@ -317,15 +317,39 @@ def _exact_cam_source(graph: Graph, logits: str) -> tuple[str, np.ndarray] | Non
     return None
 
 
-def _as_float(elem: int) -> Any:
-    """A node giving tensor ``a`` the output name ``b`` as float32 (a Cast only if needed)."""
-
-    def node(a: str, b: str) -> onnx.NodeProto:
-        if elem in (TensorProto.FLOAT, TensorProto.UINT8):
-            return helper.make_node("Identity", [a], [b])
-        return helper.make_node("Cast", [a], [b], to=TensorProto.FLOAT)
-
-    return node
+def _preprocessing(
+    elem: int, layout: str, size: tuple[int, int, int], mean: np.ndarray, std: np.ndarray
+) -> list[onnx.NodeProto]:
+    """uint8 NHWC pixels -> what the original input takes: the layout change first (on bytes),
+    then (x / 255 - mean) / std as one multiply and one add, per channel only when it must be
+    (broadcasting a vector along a short innermost axis is slow in onnxruntime)."""
+    h, w, c = size
+    nodes, last = [], INPUT_NAME
+    if layout == "NCHW" and c == 1:  # [N, H, W, 1] -> [N, 1, H, W] moves no data
+        nodes += [_const("nchw/shape", np.array([-1, 1, h, w], np.int64)),
+                  helper.make_node("Reshape", [last, P + "nchw/shape"], [P + "nchw"])]  # fmt: skip
+        last = P + "nchw"
+    elif layout == "NCHW":
+        nodes.append(helper.make_node("Transpose", [last], [P + "nchw"], perm=[0, 3, 1, 2]))
+        last = P + "nchw"
+    if elem == TensorProto.UINT8:
+        return nodes
+    scale, shift = 1.0 / (255.0 * std.astype(np.float64)), -mean / std.astype(np.float64)
+    if np.all(scale == scale[0]) and np.all(shift == shift[0]):
+        scale, shift = scale[:1].reshape(()), shift[:1].reshape(())
+    else:
+        shape = (1, c, 1, 1) if layout == "NCHW" else (1, 1, 1, c)
+        scale, shift = scale.reshape(shape), shift.reshape(shape)
+    nodes += [
+        helper.make_node("Cast", [last], [P + "pixels"], to=TensorProto.FLOAT),
+        _const("scale", scale.astype(np.float32)),
+        helper.make_node("Mul", [P + "pixels", P + "scale"], [P + "scaled"]),
+        _const("shift", shift.astype(np.float32)),
+        helper.make_node("Add", [P + "scaled", P + "shift"], [P + "normalised"]),
+    ]
+    if elem != TensorProto.FLOAT:
+        nodes.append(helper.make_node("Cast", [P + "normalised"], [P + "typed"], to=elem))
+    return nodes
 
 
 def _const(name: str, value: np.ndarray) -> onnx.NodeProto:
@@ -392,31 +416,11 @@ def adopt_model(source: Path, out: Path, options: AdoptOptions) -> Path:
     if mean.size != c or std.size != c or (std == 0).any():
         raise AdoptError(f"--mean and --std need 1 or {c} values (std non-zero)")
     elem = inp.type.tensor_type.elem_type
-    pre: list[onnx.NodeProto] = []
-    if elem == TensorProto.UINT8:
-        last = INPUT_NAME
-    else:
-        # (x / 255 - mean) / std as one multiply and one add: two cheap ops on the hot path
-        scale, shift = 1.0 / (255.0 * std), -mean / std
-        pre += [
-            helper.make_node("Cast", [INPUT_NAME], [P + "pixels"], to=TensorProto.FLOAT),
-            _const("scale", scale.astype(np.float32).reshape(1, 1, 1, c)),
-            helper.make_node("Mul", [P + "pixels", P + "scale"], [P + "scaled"]),
-            _const("shift", shift.astype(np.float32).reshape(1, 1, 1, c)),
-            helper.make_node("Add", [P + "scaled", P + "shift"], [P + "normalised"]),
-        ]
-        last = P + "normalised"
-    if layout == "NCHW" and c == 1:  # [N, H, W, 1] -> [N, 1, H, W] moves no data
-        pre += [_const("nchw/shape", np.array([-1, 1, h, w], np.int64)),
-                helper.make_node("Reshape", [last, P + "nchw/shape"], [P + "nchw"])]  # fmt: skip
-        last = P + "nchw"
-    elif layout == "NCHW":
-        pre.append(helper.make_node("Transpose", [last], [P + "nchw"], perm=[0, 3, 1, 2]))
-        last = P + "nchw"
-    if elem not in (TensorProto.FLOAT, TensorProto.UINT8):
-        pre.append(helper.make_node("Cast", [last], [P + "typed"], to=elem))
-        last = P + "typed"
-    pre.append(helper.make_node("Identity", [last], [fed]))
+    pre = _preprocessing(elem, layout, (h, w, c), mean, std)
+    if pre:
+        pre[-1].output[0] = fed  # the last step feeds the original graph
+    else:  # a uint8 NHWC model: nothing to do but to take the name
+        pre = [helper.make_node("Identity", [INPUT_NAME], [fed])]
 
     # Class scores: probabilities and logits, whichever the model gives.
     scores = cls_out.name
@@ -434,9 +438,14 @@ def adopt_model(source: Path, out: Path, options: AdoptOptions) -> Path:
     else:
         post.append(helper.make_node("Log", [scores], [P + "log"]))
         logits, probs = P + "log", scores
-    as_float = _as_float(elem)
-    post += [as_float(probs, "probabilities"), as_float(logits, "logits")]
-    post += [as_float(stage.tensor, f"features/{stage.name}") for stage in stages]
+    # The contract's outputs are the original tensors renamed (an extra node, even an Identity,
+    # would run on every request: onnxruntime runs the whole graph whatever is asked for).
+    shown = {probs: "probabilities", logits: "logits"}
+    shown.update({stage.tensor: f"features/{stage.name}" for stage in stages})
+    if elem not in (TensorProto.FLOAT, TensorProto.UINT8):  # float16/64 models: cast them
+        post += [helper.make_node("Cast", [t], [P + n], to=TensorProto.FLOAT)
+                 for t, n in shown.items()]  # fmt: skip
+        shown = {P + n: n for n in shown.values()}
 
     exact = _exact_cam_source(graph, logits) if options.cam else None
     cam_meta: dict[str, Any] | None = None
@@ -449,7 +458,7 @@ def adopt_model(source: Path, out: Path, options: AdoptOptions) -> Path:
             helper.make_node("Cast", [P + "cam/x"], [P + "cam/xf"], to=TensorProto.FLOAT),
             helper.make_node("MatMul", [P + "cam/weight", P + "cam/xf"], [P + "cam/maps"]),
         ]
-        name = next((s.name for s in stages if s.tensor == x), x)
+        name = next((s.name for s in stages if s.tensor == x), shown.get(x, x))
         cam_meta = cam_entry(
             "exact",
             name,
@@ -471,9 +480,13 @@ def adopt_model(source: Path, out: Path, options: AdoptOptions) -> Path:
             "channels of the stage's activations, the same map for every "
             "class (the head is not global pooling + linear)",
         )
-    nodes = list(g.node)
+    nodes = [*pre, *g.node, *post]
+    for node in nodes:
+        node.input[:] = [shown.get(i, i) for i in node.input]
+        node.output[:] = [shown.get(o, o) for o in node.output]
     del g.node[:]
-    g.node.extend([*pre, *nodes, *post])
+    g.node.extend(nodes)
+    exact = None if exact is None else (shown.get(exact[0], exact[0]), exact[1])
     del g.output[:]
     names = ["probabilities", "logits", *(f"features/{s.name}" for s in stages)]
     g.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
@@ -562,6 +575,7 @@ def adopt_model(source: Path, out: Path, options: AdoptOptions) -> Path:
                 "parameters": params,
                 "normalization": {"mean": mean.tolist(), "std": std.tolist()},
                 "given": given,
+                "tensors": {n: t for t, n in shown.items()},  # output -> original tensor
                 "parity": {
                     "reference": f"onnxruntime on {source.name}",
                     "pictures": 8,

@@ -17,12 +17,12 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-import torch
 from PIL import Image
 
-from tests import own_models as om
-
+torch = pytest.importorskip("torch")  # the networks are built from PyTorch code
 sync_api = pytest.importorskip("playwright.sync_api")
+
+from tests import own_models as om  # noqa: E402
 
 pytestmark = [pytest.mark.e2e]
 

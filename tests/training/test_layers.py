@@ -77,8 +77,8 @@ def test_the_table_walks_the_shapes() -> None:
         (
             "conv 8 k3, pool k2, conv 8 k15",
             28,
-            "layer 3 (conv2, conv 8 k15 s1 p0 relu): the kernel 15x15 is larger than its 13x13 input "
-            "(padding 0)",
+            "layer 3 (conv2, conv 8 k15 s1 p0 relu): the kernel 15x15 is larger than its 13x13 "
+            "input (padding 0)",
         ),
         (
             "conv 8 k3 p3",
