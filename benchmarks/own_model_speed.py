@@ -4,7 +4,10 @@ In one process, side by side and interleaved: onnxruntime on the original float 
 already-normalised float pixels) against onnxruntime on the adopted or exported contract file
 (fed uint8 pixels; scaling, normalisation, layout change and softmax inside the graph), asking
 only for ``probabilities`` as the service's classify path does. For the two PyTorch modules
-the "original file" is a plain ``torch.onnx.export`` of the same module.
+the "original file" is a plain ``torch.onnx.export`` of the same module. A third column runs the
+contract file cut down to ``image -> probabilities`` (onnx.utils.Extractor): onnxruntime runs
+every node of a graph whatever is asked for, and the ``features/*`` outputs keep it from fusing
+and re-laying-out some convolutions, so this column says what the preprocessing alone costs.
 
     .venv/bin/python benchmarks/own_model_speed.py [--rounds 15] [--calls 200] [--threads 1]
 """
@@ -19,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 
@@ -50,7 +54,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 32])
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="own-model-speed-"))
+    with tempfile.TemporaryDirectory(prefix="own-model-speed-") as tmp:
+        measure(Path(tmp), args)
+
+
+def probabilities_only(path: Path, out: Path) -> Path:
+    model = onnx.utils.Extractor(onnx.load(str(path))).extract_model(["image"], ["probabilities"])
+    model.metadata_props.extend(onnx.load(str(path)).metadata_props)
+    onnx.save(model, str(out))
+    return out
+
+
+def measure(root: Path, args: argparse.Namespace) -> None:
     own = om.build_folder(root, REPO / "models" / "fashion-mnist" / "model.onnx")
     originals = dict(own.originals)
     for name, net in own.nets.items():  # the plain float export of the same module
@@ -69,21 +84,30 @@ def main() -> None:
         f"onnxruntime {ort.__version__}, {args.threads} intra-op thread(s), median of "
         f"{args.rounds} interleaved rounds of {args.calls} calls"
     )
-    print(f"{'model':<14} {'batch':>5} {'original us':>12} {'contract us':>12} {'ratio':>6}")
+    print(
+        f"{'model':<14} {'batch':>5} {'original us':>12} {'contract us':>12} {'ratio':>6} "
+        f"{'probs-only us':>14} {'ratio':>6}"
+    )
     for name in ["lenet5", "resnet-lite", "plain-torch", "keras-like"]:
         served = session(own.models / name / "model.onnx", args.threads)
         original = session(originals[name], args.threads)
+        path = own.models / name / "model.onnx"
+        pruned = session(probabilities_only(path, root / f"{name}-probs.onnx"), args.threads)
         h, _, c = served.get_inputs()[0].shape[1:]
         in_name, out_name = original.get_inputs()[0].name, original.get_outputs()[0].name
         for batch in args.batch:
             pixels = om.stripes(batch, h, c)[0]
             floats = om.original_input(name, own, pixels)
-            a, b = [], []
+            a, b, p = [], [], []
             for _ in range(args.rounds):
                 a.append(per_call_us(original, [out_name], {in_name: floats}, args.calls))
                 b.append(per_call_us(served, ["probabilities"], {"image": pixels}, args.calls))
-            ma, mb = statistics.median(a), statistics.median(b)
-            print(f"{name:<14} {batch:>5} {ma:>12.1f} {mb:>12.1f} {mb / ma:>6.2f}")
+                p.append(per_call_us(pruned, ["probabilities"], {"image": pixels}, args.calls))
+            ma, mb, mp = statistics.median(a), statistics.median(b), statistics.median(p)
+            print(
+                f"{name:<14} {batch:>5} {ma:>12.1f} {mb:>12.1f} {mb / ma:>6.2f} "
+                f"{mp:>14.1f} {mp / ma:>6.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -204,11 +204,11 @@ def feature_map(layer: LayerSpec, fmap: np.ndarray) -> dict[str, Any]:
 
 
 def cam_of(spec: ModelSpec, cams: np.ndarray, index: int, display: np.ndarray) -> dict[str, Any]:
+    assert spec.cam is not None  # parse_cam refused the request otherwise
     image = cam_overlay(cams[index], display)
-    kind = spec.cam.kind if spec.cam is not None else "exact"
-    method, layer = (spec.cam.method, spec.cam.layer) if spec.cam is not None else ("", "")
-    return {"label": spec.labels[index], "index": index, "kind": kind, "layer": layer,
-            "method": method, "image": data_url(image)}  # fmt: skip
+    cam = spec.cam
+    return {"label": spec.labels[index], "index": index, "kind": cam.kind, "layer": cam.layer,
+            "method": cam.method, "image": data_url(image)}  # fmt: skip
 
 
 def results(
