@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 MODEL_DIR ?= models
 
-.PHONY: install install-service serve train export evaluate test test-fast lint typecheck bench bench-load audit soak clean grpc-stubs
+.PHONY: install install-service serve train export evaluate test test-fast lint typecheck bench bench-load bench-own-models audit soak clean grpc-stubs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ test-fast: install
 
 bench: install
 	$(PY) benchmarks/train_speed.py
+
+# Models from elsewhere (exported or adopted) against onnxruntime on their original files,
+# side by side in one process (~3 min).
+bench-own-models: install
+	$(PY) benchmarks/own_model_speed.py
 
 # Service throughput, latency, memory and cold start against a plain FastAPI app (~7 min; needs
 # wrk, Debian package `wrk`); results and method in benchmarks/README.md.

@@ -59,8 +59,11 @@ def feature_map(layer: LayerSpec, fmap: np.ndarray) -> FeatureMap:
 
 
 def cam_of(spec: ModelSpec, cams: np.ndarray, index: int, display: np.ndarray) -> Cam:
+    assert spec.cam is not None  # parse_cam refused the request otherwise
     image = cam_overlay(cams[index], display)
-    return {"label": spec.labels[index], "index": index, "image": data_url(image)}
+    cam = spec.cam
+    return {"label": spec.labels[index], "index": index, "kind": cam.kind, "layer": cam.layer,
+            "method": cam.method, "image": data_url(image)}  # fmt: skip
 
 
 def results(

@@ -128,12 +128,23 @@ def parse_layers(spec: ModelSpec, value: str) -> list[LayerSpec]:
     return list({ly.output: ly for ly in layers}.values())  # once each, in the order asked
 
 
+def require_cam(spec: ModelSpec) -> None:
+    """A model exported without a ``cam`` output answers CAM requests with a 404 saying so."""
+    if spec.cam is None:
+        raise NotFound(
+            f"model {spec.name} has no class-activation map (its metadata says cam: none); "
+            "ask for feature maps instead",
+            code="no_cam",
+        )
+
+
 def parse_cam(spec: ModelSpec, value: str) -> int | None:
     """``cam``: false | true (each picture's top-1 class) | a label name or index."""
+    if value.strip().lower() in FALSE and not value.strip().isdigit():
+        return None
+    require_cam(spec)
     if value.strip().isdigit():  # "0" and "1" are class indices here, not booleans
         return find_label(spec, value.strip())
-    if value.strip().lower() in FALSE:
-        return None
     if value.strip().lower() in TRUE:
         return TOP
     return find_label(spec, value.strip())

@@ -70,11 +70,9 @@ def check_contract(session: onnxruntime.InferenceSession, spec: ModelSpec, path:
 
     outputs = {o.name: o for o in session.get_outputs()}
     k = len(spec.labels)
-    required: dict[str, list[int | None]] = {
-        "probabilities": [None, k],
-        "logits": [None, k],
-        "cam": [None, k, None, None],
-    }
+    required: dict[str, list[int | None]] = {"probabilities": [None, k], "logits": [None, k]}
+    if spec.cam is not None:
+        required["cam"] = [None, k, None, None]
     for layer in spec.layers:
         if not layer.output.startswith("features/"):
             raise ModelError(

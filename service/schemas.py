@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from .spec import InputSpec, LayerSpec
+from .spec import CamSpec, InputSpec, LayerSpec
 
 
 class ErrorBody(BaseModel):
@@ -89,9 +89,19 @@ class FeatureMap(TypedDict):
     image: Annotated[str, Field(description="PNG data URL: one tile per channel, row by row.")]
 
 
+CamKind = Literal["exact", "approximate"]
+CAM_KIND_TEXT = (
+    "exact: a class-activation map (global-average-pooling + linear head); approximate: a "
+    "gradient-free map of where the network looked, the same for every class."
+)
+
+
 class Cam(TypedDict):
     label: str
     index: int
+    kind: Annotated[CamKind, Field(description=CAM_KIND_TEXT)]
+    layer: Annotated[str, Field(description="The stage the map is computed on.")]
+    method: Annotated[str, Field(description="How the map is made, in words.")]
     image: Annotated[
         str, Field(description="PNG data URL: class-activation heat map over the picture.")
     ]
@@ -133,6 +143,7 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Any] = Field(description="Measured test accuracy, calibration error, data.")
     created: str | None
     recipe: dict[str, Any] = Field(description="Architecture and training settings.")
+    cam: CamSpec | None = Field(description="The class-activation map; null: the model has none.")
 
 
 class ModelList(BaseModel):

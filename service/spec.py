@@ -39,6 +39,20 @@ class LayerSpec:
 
 
 @dataclass(frozen=True)
+class CamSpec:
+    """What the ``cam`` output is: an exact class-activation map (global-average-pooling +
+    linear head) or a gradient-free approximation, computed on one stage."""
+
+    kind: Literal["exact", "approximate"]
+    layer: str
+    method: str
+
+
+# Models exported before the ``cam`` key existed all had the exact CAM of the GAP head.
+LEGACY_CAM = "class-activation map: the linear head's weights over the last stage (GAP head)"
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     labels: list[str]
@@ -49,6 +63,7 @@ class ModelSpec:
     metrics: dict[str, Any] = field(default_factory=dict)
     created: str | None = None
     recipe: dict[str, Any] = field(default_factory=dict)
+    cam: CamSpec | None = None  # None: the model has no cam output
 
     def layer(self, name: str) -> LayerSpec | None:
         return next((ly for ly in self.layers if name in (ly.name, ly.output)), None)
@@ -72,6 +87,7 @@ class ModelSpec:
             raise ModelError(where, f"input mode {inp.mode!r} with {inp.channels} channels")
         if inp.resize not in ("pad", "crop", "stretch"):
             raise ModelError(where, f"unknown resize policy {inp.resize!r}")
+        cam = _cam(meta, layers, where)
         labels = meta["labels"]
         if not isinstance(labels, list) or not labels:
             raise ModelError(where, "labels must be a non-empty list")
@@ -85,4 +101,20 @@ class ModelSpec:
             metrics=meta.get("metrics", {}),
             created=meta.get("created"),
             recipe=meta.get("recipe", {}),
+            cam=cam,
         )
+
+
+def _cam(meta: dict[str, Any], layers: list[LayerSpec], where: object) -> CamSpec | None:
+    if "cam" not in meta:
+        convs = [ly.name for ly in layers if ly.kind == "conv"]
+        return CamSpec("exact", convs[-1] if convs else "", LEGACY_CAM)
+    if meta["cam"] is None:
+        return None
+    try:
+        cam = CamSpec(**meta["cam"])
+    except TypeError as e:
+        raise ModelError(where, f"metadata cam malformed ({e})") from e
+    if cam.kind not in ("exact", "approximate"):
+        raise ModelError(where, f"cam kind {cam.kind!r} is not exact or approximate")
+    return cam

@@ -81,3 +81,13 @@ def decisive_pictures(
     sure = np.flatnonzero(top2[:, 1] - top2[:, 0] > 0.2)[:8]
     assert len(sure) >= 4, "the model is sure of too few test pictures to test with"
     yield images[sure], probs[sure].argmax(axis=1)
+
+
+@pytest.fixture(scope="session")
+def own_models(tmp_path_factory: pytest.TempPathFactory, model_file: Path) -> Any:
+    """tests/own_models.py's folder: the default model beside four networks of other shapes
+    (exported from PyTorch or adopted from ONNX) and one without a cam; built once a session."""
+    pytest.importorskip("torch")
+    from tests import own_models
+
+    return own_models.build_folder(tmp_path_factory.mktemp("own-models"), model_file)

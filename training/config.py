@@ -11,7 +11,8 @@ class TrainConfig:
     dataset: str = "fashion-mnist"  # fashion-mnist | mnist | cifar10 | folder:PATH
     data_dir: str | None = None  # default: the Debian package's folder, then the download cache
     image_size: int = 28  # folder data sets are resized to this square size
-    preset: str = "default"  # nets.PRESETS
+    preset: str = "default"  # a name in layers.PRESETS
+    layers: str | None = None  # a layer SPEC or a .json/.yaml file of stages; overrides preset
     dropout: float = 0.0
     epochs: int = 30  # ~94 % on Fashion-MNIST for the default preset
     time_budget: float | None = None  # seconds; stop before an epoch that would overrun it

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .calibration import expected_calibration_error, reliability
+from .contract import read_metadata
 
 
 @dataclass
@@ -72,8 +71,6 @@ def run_model(path: Path, x: np.ndarray, batch: int = 500) -> tuple[np.ndarray, 
 def evaluate_model(
     path: Path, x: np.ndarray, y: np.ndarray, plot_dir: Path | None = None
 ) -> EvalResult:
-    from .export import read_metadata
-
     meta = read_metadata(path)
     labels = meta["labels"]
     probs, seconds = run_model(path, x)
@@ -138,120 +135,3 @@ def plot_reliability(result: EvalResult, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def write_card(model_path: Path, result: EvalResult) -> Path:
-    """The model card starts with the measured result and the command that measured it."""
-    from .export import read_metadata
-
-    meta = read_metadata(model_path)
-    recipe = meta.get("recipe", {})
-    cal = meta.get("metrics", {}).get("calibration", {})
-    inp = meta["input"]
-    folder = model_path.parent
-    name = folder.name
-    lines = [
-        f"# {name} (version {meta.get('version', '?')})",
-        "",
-        f"**Test accuracy: {100 * result.accuracy:.2f} %** · **ECE: {100 * result.ece:.2f} %** "
-        f"(15 bins) · NLL {result.nll:.4f} — on the {result.size:,} images of the "
-        f"{result.dataset} test set, measured on this ONNX file by",
-        "",
-        "```",
-        f"python -m training evaluate {model_path}",
-        "```",
-        "",
-        "## Model",
-        f"- Input: uint8 `[N, {inp['height']}, {inp['width']}, {inp['channels']}]` "
-        f"({inp['mode']}), "
-        f"resize `{inp['resize']}`, background `{inp['background']}`; scaling, normalisation "
-        "(mean {m}, std {s}) and the temperature are inside the graph.".format(
-            m=recipe.get("normalization", {}).get("mean"),
-            s=recipe.get("normalization", {}).get("std"),
-        ),
-        f"- Parameters: {recipe.get('parameters', 0):,}; layers: "
-        + ", ".join(
-            f"{ly['name']} ({ly['kind']} k{ly['kernel']} s{ly['stride']} p{ly['padding']} "
-            f"-> {ly['channels']}x{ly['height']}x{ly['width']})"
-            for ly in meta["layers"]
-        )
-        + "; global average pooling; linear head.",
-        f"- Calibration: temperature {meta['temperature']:.4f} fitted on the validation split "
-        f"(validation ECE {100 * cal.get('val_ece_before', float('nan')):.2f} % before, "
-        f"{100 * cal.get('val_ece_after', float('nan')):.2f} % after).",
-        "",
-        "## Recipe",
-        "Trained with",
-        "",
-        "```",
-        recipe.get("command", "?"),
-        f"python -m training export {recipe.get('training', {}).get('out_dir', 'runs')}/best.pt"
-        f" --out {model_path}" + (" --int8" if (folder / "model-int8.onnx").exists() else ""),
-        "```",
-        "",
-        f"- {recipe.get('epochs_run', '?')} epochs (best validation accuracy at epoch "
-        f"{recipe.get('best_epoch', '?')}), {recipe.get('train_seconds', 0) / 60:.1f} min of "
-        f"training on {recipe.get('machine', '?')}.",
-        "- AdamW + OneCycle, label smoothing, random crop with padding"
-        + (", horizontal flips" if recipe.get("training", {}).get("flip") is not False else "")
-        + "; settings: `"
-        + json.dumps(
-            {
-                k: v
-                for k, v in recipe.get("training", {}).items()
-                if v is not None and k not in ("resume", "out_dir", "allow_download")
-            },
-            separators=(", ", ": "),
-        )
-        + "`.",
-        "",
-        "## Per class",
-        "| class | precision | recall | F1 | support |",
-        "|---|---|---|---|---|",
-        *[
-            f"| {r['label']} | {100 * r['precision']:.1f} % | {100 * r['recall']:.1f} % | "
-            f"{100 * r['f1']:.1f} % | {r['support']} |"
-            for r in result.per_class()
-        ],
-        "",
-        "## Plots",
-        "![confusion matrix](confusion.png)",
-        "",
-        "![reliability diagram](reliability.png)",
-    ]
-    int8 = folder / "model-int8.onnx"
-    if int8.exists():
-        m = read_metadata(int8).get("metrics", {})
-        if "test_accuracy" in m:
-            after_calibration = next(i for i, s in enumerate(lines) if s.startswith("- Calib")) + 1
-            lines[after_calibration:after_calibration] = [
-                f"- INT8 variant `model-int8.onnx` ({int8.stat().st_size / 1e6:.2f} MB, "
-                f"{m.get('quantization', 'static QDQ')}): test accuracy "
-                f"{100 * m['test_accuracy']:.2f} % on {m.get('test_size', '?')} images "
-                f"({100 * (m['test_accuracy'] - m.get('float_test_accuracy', 0)):+.2f} points).",
-            ]
-    if (folder / "curves.png").exists():
-        lines += ["", "![training curves](curves.png)"]
-    card = folder / "card.md"
-    card.write_text("\n".join(lines) + "\n")
-    return card
-
-
-def evaluate_command(args: argparse.Namespace) -> None:
-    from .data import load_dataset
-    from .export import read_metadata
-
-    path = Path(args.model)
-    meta = read_metadata(path)
-    dataset = meta.get("metrics", {}).get("dataset", "fashion-mnist")
-    ds = load_dataset(dataset, args.data_dir, int(meta["input"]["height"]))
-    x, y = ds.test_x, ds.test_y
-    if args.limit:
-        x, y = x[: args.limit], y[: args.limit]
-    result = evaluate_model(path, x, y, None if args.no_card else path.parent)
-    print(json.dumps(result.summary()))
-    for row in result.per_class():
-        print(f"{row['label']:>12}  precision {100 * row['precision']:5.1f} %  "
-              f"recall {100 * row['recall']:5.1f} %")  # fmt: skip
-    if not args.no_card:
-        print(f"card: {write_card(path, result)}")

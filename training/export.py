@@ -6,30 +6,24 @@ change and the temperature itself, so training and serving cannot disagree about
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
 import logging
 import platform
-import shutil
+import shlex
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
 from torch import nn
 
 from .config import TrainConfig
+from .contract import INPUT_NAME, OPSET, cam_entry, save_model, set_metadata
 from .nets import ConvNet
-from .train import load_checkpoint
 
 log = logging.getLogger("training.export")
-OPSET = 18
-METADATA_KEYS = ("labels", "input", "layers", "temperature", "metrics", "version", "created",
-                 "recipe")  # fmt: skip
-PARITY_TOLERANCE = 1e-5
+EXACT_CAM = "class-activation map: the linear head's weights over the last stage (GAP head)"
 
 
 class ServingWrapper(nn.Module):
@@ -54,7 +48,7 @@ class ServingWrapper(nn.Module):
 
 
 def output_names(net: ConvNet) -> list[str]:
-    names = [name for name, _ in net.stages.named_children()]
+    names = [name for name, _ in net.feature_stages()]
     return ["probabilities", "logits", *[f"features/{n}" for n in names], "cam"]
 
 
@@ -63,7 +57,7 @@ def layer_specs(net: ConvNet, height: int, width: int, channels: int) -> list[di
     with torch.no_grad():
         feats = net.eval().forward_features(torch.zeros(1, channels, height, width))
     specs = []
-    for (name, stage), value in zip(net.stages.named_children(), feats.values()):
+    for (name, stage), value in zip(net.feature_stages(), feats.values()):
         k = stage.kernel_size if hasattr(stage, "kernel_size") else stage.kernel
         specs.append(
             {
@@ -102,6 +96,7 @@ def build_metadata(ckpt: dict[str, Any], net: ConvNet, version: str) -> dict[str
             "background": data.get("background"),
         },
         "layers": layer_specs(net, data["height"], data["width"], data["channels"]),
+        "cam": cam_entry("exact", net.feature_stages()[-1][0], EXACT_CAM),
         "temperature": calibration["temperature"],
         "metrics": {"dataset": data["dataset"], "calibration": calibration},
         "version": version,
@@ -127,20 +122,9 @@ def training_command(cfg: TrainConfig) -> str:
     for k, v in cfg.to_dict().items():
         if v != default[k] and k not in ("resume",):
             flag = "--" + k.replace("_", "-")
-            args.append(flag if v is True else f"--no-{flag[2:]}" if v is False else f"{flag} {v}")
+            value = f"{flag} {shlex.quote(str(v))}"
+            args.append(flag if v is True else f"--no-{flag[2:]}" if v is False else value)
     return " ".join(["python -m training train", *args])
-
-
-def set_metadata(model: onnx.ModelProto, metadata: dict[str, Any]) -> None:
-    del model.metadata_props[:]
-    for key, value in metadata.items():
-        model.metadata_props.add(key=key, value=json.dumps(value))
-
-
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The contract's keys (others, such as the quantizer's own, are not JSON and not ours)."""
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key: json.loads(p.value) for p in model.metadata_props if p.key in METADATA_KEYS}
 
 
 def export_onnx(net: ConvNet, ckpt: dict[str, Any], out: Path, version: str = "1.0.0") -> Path:
@@ -148,7 +132,6 @@ def export_onnx(net: ConvNet, ckpt: dict[str, Any], out: Path, version: str = "1
     temperature = ckpt.get("calibration", {}).get("temperature", 1.0)
     wrapper = ServingWrapper(net, data["mean"], data["std"], temperature).eval()
     example = torch.zeros(2, data["height"], data["width"], data["channels"], dtype=torch.uint8)
-    out.parent.mkdir(parents=True, exist_ok=True)
     names = output_names(net)
     batch = torch.export.Dim("batch", min=1, max=4096)
     with warnings.catch_warnings():
@@ -157,7 +140,7 @@ def export_onnx(net: ConvNet, ckpt: dict[str, Any], out: Path, version: str = "1
         program = torch.onnx.export(
             wrapper,
             (example,),
-            input_names=["image"],
+            input_names=[INPUT_NAME],
             output_names=names,
             dynamic_shapes={"image": {0: batch}},
             opset_version=OPSET,
@@ -169,9 +152,7 @@ def export_onnx(net: ConvNet, ckpt: dict[str, Any], out: Path, version: str = "1
     wrapper.eval()  # export may leave submodules in training mode
     model = program.model_proto
     set_metadata(model, build_metadata(ckpt, net, version))
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save_model(model, str(out), save_as_external_data=False)
-    return out
+    return save_model(model, out)
 
 
 def parity(wrapper: nn.Module, model_path: Path, images: np.ndarray) -> dict[str, float]:
@@ -180,44 +161,7 @@ def parity(wrapper: nn.Module, model_path: Path, images: np.ndarray) -> dict[str
 
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    got = session.run(names, {"image": images})
+    got = session.run(names, {INPUT_NAME: images})
     with torch.no_grad():
         want = wrapper.eval()(torch.from_numpy(images))
     return {n: float(np.abs(g - w.numpy()).max()) for n, g, w in zip(names, got, want)}
-
-
-def export_command(args: argparse.Namespace) -> None:
-    from .data import load_dataset
-    from .evaluate import evaluate_model, write_card
-
-    net, ckpt = load_checkpoint(args.checkpoint)
-    out = Path(args.out)
-    export_onnx(net, ckpt, out, args.version)
-    ds = load_dataset(ckpt["data"]["dataset"], args.data_dir or ckpt["config"].get("data_dir"),
-                      ckpt["config"].get("image_size", 28))  # fmt: skip
-    data = ckpt["data"]
-    temperature = ckpt.get("calibration", {}).get("temperature", 1.0)
-    wrapper = ServingWrapper(net, data["mean"], data["std"], temperature)
-    diffs = parity(wrapper, out, ds.test_x[:256])
-    worst = diffs["probabilities"]
-    log.info("parity on 256 test images: max |dp| = %.2e (all outputs: %s)", worst,
-             {k: f"{v:.1e}" for k, v in diffs.items()})  # fmt: skip
-    if worst > PARITY_TOLERANCE:
-        raise SystemExit(f"parity check failed: max |dp| {worst:.2e} > {PARITY_TOLERANCE}")
-    curves = Path(args.checkpoint).parent / "curves.png"
-    if curves.exists():
-        shutil.copy(curves, out.parent / "curves.png")
-    if not args.no_evaluate:
-        result = evaluate_model(out, ds.test_x, ds.test_y, out.parent)
-        model = onnx.load(str(out))
-        meta = read_metadata(out)
-        meta["metrics"].update(result.summary())
-        set_metadata(model, meta)
-        onnx.save_model(model, str(out), save_as_external_data=False)
-    if args.int8:
-        from .quantize import quantize_int8
-
-        quantize_int8(out, ds.train_x[:512], ds.test_x, ds.test_y)
-    if not args.no_evaluate:
-        write_card(out, result)
-    print(f"exported {out} ({out.stat().st_size / 1e6:.2f} MB)")

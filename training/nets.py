@@ -1,7 +1,9 @@
-"""The CNN: small named blocks (conv + BatchNorm + ReLU, max pooling) and a GAP head.
+"""The CNN: small named blocks (conv + BatchNorm + activation, max or average pooling, dropout)
+and a GAP head.
 
-The network is described by plain data (``model_args``), so a checkpoint can rebuild it and the
-exporter can name one ONNX output per stage without hooks.
+The network is described by plain data (``model_args``; the stages come from a layer SPEC, see
+training/layers.py), so a checkpoint can rebuild it and the exporter can name one ONNX output per
+stage without hooks.
 """
 
 from __future__ import annotations
@@ -12,41 +14,32 @@ from typing import Any
 import torch
 from torch import nn
 
-# Each preset is a list of layer specs; "conv" layers are conv + BN + ReLU blocks.
-# small:   fast preset for tests and quick experiments (~25k parameters).
-# default: VGG-style, 3 stages; the committed Fashion-MNIST model.
-PRESETS: dict[str, list[dict[str, Any]]] = {
-    "small": [
-        {"kind": "conv", "channels": 16, "kernel": 3, "stride": 1, "padding": 1},
-        {"kind": "pool", "kernel": 2, "stride": 2},
-        {"kind": "conv", "channels": 32, "kernel": 3, "stride": 1, "padding": 1},
-        {"kind": "pool", "kernel": 2, "stride": 2},
-        {"kind": "conv", "channels": 64, "kernel": 3, "stride": 1, "padding": 1},
-    ],
-    "default": [
-        {"kind": "conv", "channels": 32, "kernel": 3, "stride": 1, "padding": 1},
-        {"kind": "conv", "channels": 32, "kernel": 3, "stride": 1, "padding": 1},
-        {"kind": "pool", "kernel": 2, "stride": 2},
-        {"kind": "conv", "channels": 64, "kernel": 3, "stride": 1, "padding": 1},
-        {"kind": "conv", "channels": 64, "kernel": 3, "stride": 1, "padding": 1},
-        {"kind": "pool", "kernel": 2, "stride": 2},
-        {"kind": "conv", "channels": 128, "kernel": 3, "stride": 1, "padding": 1},
-        {"kind": "conv", "channels": 128, "kernel": 3, "stride": 1, "padding": 1},
-    ],
-}
+from .layers import FEATURE_KINDS, PRESETS, layer_names, parse_layers
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
 
 class ConvBlock(nn.Sequential):
-    """Convolution filters (kernel, stride, padding) followed by BatchNorm and ReLU."""
+    """Convolution filters (kernel, stride, padding), then BatchNorm (optional) and activation."""
 
-    def __init__(self, in_channels: int, channels: int, kernel: int, stride: int, padding: int):
-        super().__init__(
-            OrderedDict(
-                conv=nn.Conv2d(in_channels, channels, kernel, stride, padding, bias=False),
-                bn=nn.BatchNorm2d(channels),
-                act=nn.ReLU(inplace=True),
-            )
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        kernel: int,
+        stride: int,
+        padding: int,
+        activation: str = "relu",
+        batchnorm: bool = True,
+    ):
+        parts: OrderedDict[str, nn.Module] = OrderedDict(
+            conv=nn.Conv2d(in_channels, channels, kernel, stride, padding, bias=not batchnorm)
         )
+        if batchnorm:
+            parts["bn"] = nn.BatchNorm2d(channels)
+        act = ACTIVATIONS[activation]
+        parts["act"] = act(inplace=True) if act is nn.ReLU else act()
+        super().__init__(parts)
         self.kind, self.kernel, self.stride, self.padding = "conv", kernel, stride, padding
         self.channels = channels
 
@@ -57,14 +50,31 @@ class Pool(nn.MaxPool2d):
         self.kind = "pool"
 
 
-def layer_names(layers: list[dict[str, Any]]) -> list[str]:
-    """conv1, conv2, pool1, conv3, ...: numbered per kind, in network order."""
-    counts: dict[str, int] = {}
-    names = []
-    for spec in layers:
-        counts[spec["kind"]] = counts.get(spec["kind"], 0) + 1
-        names.append(f"{spec['kind']}{counts[spec['kind']]}")
-    return names
+class AvgPool(nn.AvgPool2d):
+    def __init__(self, kernel: int, stride: int, padding: int = 0):
+        # count_include_pad=False: a padded border is not averaged towards zero
+        super().__init__(kernel, stride, padding, count_include_pad=False)
+        self.kind = "pool"
+
+
+class Dropout(nn.Dropout2d):
+    """Drops whole channels in training; not a stage of its own in the exported model."""
+
+    kind = "dropout"
+
+
+def build_stage(spec: dict[str, Any], in_channels: int) -> nn.Module:
+    kind = spec["kind"]
+    if kind == "conv":
+        return ConvBlock(in_channels, spec["channels"], spec["kernel"], spec.get("stride", 1),
+                         spec.get("padding", 0), spec.get("activation", "relu"),
+                         spec.get("batchnorm", True))  # fmt: skip
+    if kind in ("pool", "avgpool"):
+        cls = Pool if kind == "pool" else AvgPool
+        return cls(spec["kernel"], spec.get("stride", spec["kernel"]), spec.get("padding", 0))
+    if kind == "dropout":
+        return Dropout(spec["rate"])
+    raise ValueError(f"unknown layer kind {kind!r}")
 
 
 class ConvNet(nn.Module):
@@ -76,21 +86,14 @@ class ConvNet(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        layers = layers if layers is not None else PRESETS["default"]
-        if not layers or layers[-1]["kind"] != "conv":
-            raise ValueError("the last layer must be a conv block (the CAM is taken from it)")
+        layers = layers if layers is not None else parse_layers(PRESETS["default"])
+        if not any(spec["kind"] == "conv" for spec in layers):
+            raise ValueError("the layers need at least one conv block")
         stages: OrderedDict[str, nn.Module] = OrderedDict()
         channels = in_channels
         for name, spec in zip(layer_names(layers), layers):
-            if spec["kind"] == "conv":
-                stages[name] = ConvBlock(
-                    channels, spec["channels"], spec["kernel"], spec["stride"], spec["padding"]
-                )
-                channels = spec["channels"]
-            elif spec["kind"] == "pool":
-                stages[name] = Pool(spec["kernel"], spec["stride"], spec.get("padding", 0))
-            else:
-                raise ValueError(f"unknown layer kind {spec['kind']!r}")
+            stages[name] = build_stage(spec, channels)
+            channels = spec.get("channels", channels) if spec["kind"] == "conv" else channels
         self.stages = nn.Sequential(stages)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(channels, num_classes)
@@ -99,12 +102,18 @@ class ConvNet(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
+    def feature_stages(self) -> list[tuple[str, nn.Module]]:
+        """The conv and pooling stages (dropout is not a stage anyone wants to look at)."""
+        return [(n, s) for n, s in self.stages.named_children() if s.kind in FEATURE_KINDS]
+
     def forward_features(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        """Every stage's activation, in network order (the last one feeds the head)."""
+        """Every conv/pool stage's activation, in network order (the last one feeds the head)."""
         out: OrderedDict[str, torch.Tensor] = OrderedDict()
         for name, stage in self.stages.named_children():
             x = stage(x)
-            out[name] = x
+            if stage.kind in FEATURE_KINDS:
+                out[name] = x
+        out[next(reversed(out))] = x  # a trailing dropout is part of the last stage
         return out
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
@@ -128,11 +137,10 @@ def build_net(model_args: dict[str, Any]) -> ConvNet:
 
 
 def model_args_for(preset: str, in_channels: int, num_classes: int, dropout: float = 0.0) -> dict:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    """``preset`` is a preset's name or a layer SPEC (training/layers.py)."""
     return {
         "in_channels": in_channels,
         "num_classes": num_classes,
-        "layers": [dict(s) for s in PRESETS[preset]],
+        "layers": parse_layers(preset),
         "dropout": dropout,
     }

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .contract import read_metadata, update_metadata
+from .evaluate import run_model
+
 log = logging.getLogger("training.quantize")
 MAX_LOSS_POINTS = 0.3
 
@@ -24,8 +27,6 @@ def quantize_int8(
         QuantType,
         quantize_static,
     )
-
-    from .evaluate import run_model
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -62,22 +63,13 @@ def quantize_int8(
 
 def _record_metrics(path: Path, accuracy: float, size: int, float_accuracy: float) -> None:
     """The INT8 file describes itself too: its own measured accuracy, and what it was made from."""
-    import json
-
-    import onnx
-
-    from .export import METADATA_KEYS, set_metadata
-
-    model = onnx.load(str(path))
-    meta = {p.key: json.loads(p.value) for p in model.metadata_props if p.key in METADATA_KEYS}
-    meta["metrics"] = {
-        **meta.get("metrics", {}),
+    metrics = {
+        **read_metadata(path).get("metrics", {}),
         "test_accuracy": round(accuracy, 5),
         "test_size": size,
         "float_test_accuracy": round(float_accuracy, 5),
         "quantization": "static QDQ, per-channel, reduce_range, u8 activations / s8 weights",
     }
-    meta["metrics"].pop("ece", None)
-    meta["metrics"].pop("nll", None)
-    set_metadata(model, meta)
-    onnx.save_model(model, str(path))
+    metrics.pop("ece", None)
+    metrics.pop("nll", None)
+    update_metadata(path, metrics=metrics)

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from .calibration import expected_calibration_error, fit_temperature, softmax
 from .config import TrainConfig
 from .data import augment, channel_stats, load_dataset, split_validation, to_input
+from .layers import plan, table
 from .nets import ConvNet, build_net, model_args_for
 
 log = logging.getLogger("training.train")
@@ -126,7 +127,10 @@ def train(cfg: TrainConfig) -> Path:
         "train_size": len(train_x),
         "val_size": len(val_x),
     }
-    model_args = model_args_for(cfg.preset, ds.shape[2], len(ds.labels), cfg.dropout)
+    model_args = model_args_for(cfg.layers or cfg.preset, ds.shape[2], len(ds.labels), cfg.dropout)
+    rows = plan(model_args["layers"], ds.shape[2], ds.shape[0], ds.shape[1], len(ds.labels))
+    if main:
+        log.info("layers:\n%s", table(rows, ds.shape[2], ds.shape[0], ds.shape[1]))
     net = build_net(model_args).to(device)
     if device.type == "cpu":
         net = net.to(memory_format=torch.channels_last)

@@ -18,7 +18,7 @@ from ..deps import (
     SettingsDep,
     require_api_key,
 )
-from ..options import AskedDep, Label, find_label, find_layer, options_for
+from ..options import AskedDep, Label, find_label, find_layer, options_for, require_cam
 from ..registry import LoadedModel
 from ..render import cam_overlay, feature_grid
 from ..schemas import ClassifyResponse, ModelInfo, ModelList, error_responses
@@ -113,6 +113,7 @@ async def cam_png(
     decoders: DecodersDep,
     label: Label = None,
 ) -> Response:
+    require_cam(model.spec)
     index = None if label is None else find_label(model.spec, label)
     picture = one_picture(await read_pictures(request, settings.max_images))
     pictures = decoders.pictures([picture], model.spec.input, display=True)
@@ -122,7 +123,9 @@ async def cam_png(
     display = prepared[0].display
     assert display is not None
     image = await run_in_threadpool(cam_overlay, arrays["cam"][0][index], display)
-    return Response(image, media_type="image/png", headers={"X-Class-Index": str(index)})
+    assert model.spec.cam is not None
+    headers = {"X-Class-Index": str(index), "X-Cam-Kind": model.spec.cam.kind}
+    return Response(image, media_type="image/png", headers=headers)
 
 
 def model_info(model: LoadedModel, default: str) -> ModelInfo:
@@ -139,6 +142,7 @@ def model_info(model: LoadedModel, default: str) -> ModelInfo:
             "metrics": spec.metrics,
             "created": spec.created,
             "recipe": spec.recipe,
+            "cam": spec.cam,
         }
     )
 

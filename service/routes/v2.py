@@ -130,10 +130,7 @@ def server_ready(registry: RegistryDep) -> Ready:
 
 def _outputs(spec: ModelSpec) -> list[TensorMetadata]:
     k = len(spec.labels)
-    convs = [ly for ly in spec.layers if ly.kind == "conv"]
-    # The class-activation maps are computed on the last convolutional block.
-    cam_hw = [convs[-1].height, convs[-1].width] if convs else [-1, -1]
-    return [
+    outputs = [
         TensorMetadata(name="probabilities", datatype="FP32", shape=[-1, k]),
         TensorMetadata(name="logits", datatype="FP32", shape=[-1, k]),
         *(
@@ -142,8 +139,12 @@ def _outputs(spec: ModelSpec) -> list[TensorMetadata]:
             )
             for ly in spec.layers
         ),
-        TensorMetadata(name="cam", datatype="FP32", shape=[-1, k, *cam_hw]),
     ]
+    if spec.cam is not None:  # computed on the stage the metadata names
+        stage = spec.layer(spec.cam.layer)
+        cam_hw = [stage.height, stage.width] if stage is not None else [-1, -1]
+        outputs.append(TensorMetadata(name="cam", datatype="FP32", shape=[-1, k, *cam_hw]))
+    return outputs
 
 
 def _metadata(model: LoadedModel) -> ModelMetadata:

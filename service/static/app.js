@@ -93,7 +93,15 @@ function modelFacts(model) {
     facts.push(["Input", `${inp.width}×${inp.height} ${inp.mode === "L" ? "gray" : "colour"}, ${inp.resize}${bg}`]);
   }
   if (model.layers) facts.push(["Layers", model.layers.map((l) => l.name).join(" → ")]);
+  facts.push(["Heat map", camKind(model.cam)]);
   return facts;
+}
+
+// What kind of map the model's `cam` is, in words (GET /v1/models says it).
+function camKind(cam) {
+  if (!cam) return "none (this model has no class-activation map)";
+  if (cam.kind === "exact") return `exact class-activation map on ${cam.layer}`;
+  return `approximation on ${cam.layer} (gradient-free, the same for every class)`;
 }
 
 function selectModel(name) {
@@ -116,6 +124,11 @@ function selectModel(name) {
   $("model-labels").querySelector("summary").textContent = `Labels (${labels.length})`;
   $("top-k").max = String(Math.max(1, labels.length));
   fillCamLabels(labels);
+  const cam = state.model.cam;
+  $("cam-panel").hidden = !cam;
+  // An approximate map is the same for every class: nothing to choose.
+  $("cam-choice").hidden = !cam || cam.kind !== "exact";
+  $("cam-kind").textContent = cam ? `Kind: ${camKind(cam)}.` : "";
 }
 
 function fillCamLabels(labels) {
@@ -167,7 +180,7 @@ async function run(picture) {
   say("Classifying…");
   $("results").setAttribute("aria-busy", "true");
   const featureMaps = $("show-maps").checked;
-  const camLabel = $("cam-label").value || true;
+  const camLabel = state.model.cam ? $("cam-label").value || true : false;
   let body;
   try {
     body = await classify(state.model.name, picture, { topK: topK(), featureMaps, cam: camLabel });
@@ -206,15 +219,22 @@ function show(result, picture, featureMaps) {
 function showCam(cam) {
   const img = $("cam");
   img.hidden = !cam;
-  $("cam-caption").textContent = cam ? `Where the network found “${cam.label}”: red is strongest.` : "";
+  $("cam-caption").textContent = !cam
+    ? ""
+    : cam.kind === "exact"
+      ? `Where the network found “${cam.label}” (exact class-activation map on ${cam.layer}): red is strongest.`
+      : `Where the network looked: an approximation (${cam.method}), on ${cam.layer}; red is strongest.`;
+  img.dataset.kind = cam ? cam.kind : "";
   if (cam) {
     img.src = cam.image;
-    img.alt = `Class-activation heat map for ${cam.label} over the network input`;
+    img.alt = cam.kind === "exact"
+      ? `Class-activation heat map for ${cam.label} over the network input`
+      : `Approximate heat map of where the network looked, over the network input`;
   }
 }
 
 async function changeCamLabel() {
-  if (!state.picture || !state.model) return;
+  if (!state.picture || !state.model?.cam) return;
   say("Drawing the heat map…");
   try {
     const body = await classify(state.model.name, state.picture, {

@@ -55,8 +55,8 @@ class StaticSite:
 
 @pytest.fixture(scope="session")
 def service_factory() -> Any:
-    """``run_server(env=...)``: a context manager running a real service with that environment."""
-    return lambda env=None: run_server(env=env)
+    """``run_server(env=..., model_dir=...)``: a context manager running a real service."""
+    return lambda env=None, **kw: run_server(env=env, **kw)
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.contract import read_metadata
 from training.evaluate import evaluate_model
-from training.export import read_metadata
 
 from .conftest import DEFAULT_MODEL, REPO
 

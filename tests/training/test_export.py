@@ -9,7 +9,8 @@ import onnxruntime as ort
 import pytest
 
 from training.config import TrainConfig
-from training.export import PARITY_TOLERANCE, ServingWrapper, export_onnx, parity
+from training.contract import PARITY_TOLERANCE
+from training.export import ServingWrapper, export_onnx, parity
 from training.train import load_checkpoint, train
 
 from .conftest import DEFAULT_MODEL
@@ -42,7 +43,8 @@ def check_contract(path: Path) -> dict:
     assert isinstance(image.shape[0], str)  # dynamic batch axis
     names = [o.name for o in session.get_outputs()]
     layer_outputs = [ly["output"] for ly in meta["layers"]]
-    assert names == ["probabilities", "logits", *layer_outputs, "cam"]
+    cam = [] if meta.get("cam", {}) is None else ["cam"]
+    assert names == ["probabilities", "logits", *layer_outputs, *cam]
     assert all(o.type == "tensor(float)" for o in session.get_outputs())
     shape = (3, inp["height"], inp["width"], inp["channels"])
     batch = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
@@ -52,8 +54,13 @@ def check_contract(path: Path) -> dict:
     for ly in meta["layers"]:
         assert ly["kind"] in ("conv", "pool") and {"kernel", "stride", "padding"} <= set(ly)
         assert out[ly["output"]].shape == (3, ly["channels"], ly["height"], ly["width"])
-    last_conv = [ly for ly in meta["layers"] if ly["kind"] == "conv"][-1]
-    assert out["cam"].shape == (3, k, last_conv["height"], last_conv["width"])
+    if meta.get("cam", {}) is None:  # no cam output at all
+        assert "cam" not in names
+    else:  # on the stage the metadata names (models from before the key: the last conv)
+        convs = [ly["name"] for ly in meta["layers"] if ly["kind"] == "conv"]
+        name = meta.get("cam", {"layer": convs[-1]})["layer"]
+        stage = next(ly for ly in meta["layers"] if ly["name"] == name)
+        assert out["cam"].shape == (3, k, stage["height"], stage["width"])
     # the temperature lives in the graph: probabilities == softmax(logits / T)
     z = out["logits"] / meta["temperature"]
     p = np.exp(z - z.max(1, keepdims=True))
@@ -66,6 +73,7 @@ def check_contract(path: Path) -> dict:
 def test_exported_model_meets_the_contract(exported: tuple[Path, Path]) -> None:
     meta = check_contract(exported[1])
     assert meta["version"] == "9.9.9"
+    assert meta["cam"]["kind"] == "exact" and meta["cam"]["layer"] == "conv3"
     assert meta["input"] == {"height": 28, "width": 28, "channels": 1, "mode": "L",
                              "resize": "pad", "background": "dark"}  # fmt: skip
     assert meta["recipe"]["command"].startswith("python -m training train --dataset mnist")
