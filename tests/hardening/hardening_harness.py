@@ -1,7 +1,8 @@
 """Real service processes for the hardening tests: start, wait, signal, read logs and peak RSS.
 
-Each server is ``python -m service`` on a free loopback port (one process: uvicorn runs the app in
-it, so the process's peak RSS is the server's). Its output goes to a file the tests read.
+Each server is ``python -m service`` on a free loopback port, with its default worker processes
+(a supervisor and one worker per core; memory is read from each of them). Its output goes to a
+file the tests read.
 """
 
 from __future__ import annotations
@@ -53,6 +54,26 @@ def service_command(port: int, model_dir: Path) -> list[str]:
     ]
 
 
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def status_mb(pid: int, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
+
+
 @dataclass
 class Server:
     url: str
@@ -66,18 +87,17 @@ class Server:
     def signal(self, sig: signal.Signals) -> None:
         self.process.send_signal(sig)
 
+    def pids(self) -> list[int]:
+        """The service's processes: the one started and its workers."""
+        return [self.process.pid, *children(self.process.pid)]
+
     def peak_rss_mb(self) -> float:
-        """The kernel's high-water mark of the process's resident memory (VmHWM)."""
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmHWM in /proc status")
+        """The kernel's high-water mark of resident memory (VmHWM) of the service's largest
+        process: the one that took the load."""
+        return max(status_mb(pid, "VmHWM") for pid in self.pids())
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS in /proc status")
+        return max(status_mb(pid, "VmRSS") for pid in self.pids())
 
     def wait_log(self, text: str, timeout: float = 20.0) -> str:
         deadline = time.monotonic() + timeout
