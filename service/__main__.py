@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 
 FLAGS = ("host", "port", "model_dir", "workers", "log_level")
 STARTUP_FAILED = 3  # the exit status when a model failed to load in the app's start
-SINGLE_THREADED = {"intra_op_threads": 1, "lone_threads": 0}
 
 
 def parse_args(argv: list[str] | None) -> dict[str, Any]:
@@ -119,18 +118,24 @@ def serve_many(settings: Settings, options: dict[str, Any]) -> int:
     from .app import create_app
     from .errors import ModelError
     from .registry import load_all, pick_default
-    from .workers import Supervisor
+    from .workers import Supervisor, in_child
 
-    # Check the models once here: a bad one stops the start with one line, instead of every
-    # worker failing alike. One thread per session: the supervisor must start no threads.
-    try:
-        pick_default(load_all(settings.model_copy(update=SINGLE_THREADED)), settings)
-    except ModelError as exc:
-        return fail(f"cannot start: {exc}")
+    def check_models() -> int:
+        try:
+            pick_default(load_all(settings), settings)
+        except ModelError as exc:
+            return fail(f"cannot start: {exc}")
+        return 0
+
+    # Check the models once, in a child: a bad one stops the start with one line instead of
+    # every worker failing alike, and the supervisor keeps no session, no onnxruntime thread
+    # and none of its memory (15 MB less resident, counted again in every worker's RSS).
+    if status := in_child(check_models):
+        return status
     config = uvicorn.Config(create_app(settings), **options)
     # One listening socket, inherited by every worker: the kernel gives each new connection to
-    # one of them. Measured against a socket per worker (SO_REUSEPORT, connections spread by a
-    # hash): 1,677 against 875 req/s at PNG c=64, and no backlog lost when a worker dies.
+    # one that is waiting. A socket per worker (SO_REUSEPORT, spread by a hash) was no faster
+    # (benchmarks/README.md), cannot share a port 0, and loses its backlog when a worker dies.
     sock = config.bind_socket()
 
     def serve(index: int) -> int:

@@ -72,6 +72,28 @@ def shared_metrics() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def in_child(work: Callable[[], int]) -> int:
+    """Run ``work`` in a forked child and return its exit status: whatever it loads (an
+    onnxruntime session, its threads, its memory) goes with it, not into the supervisor."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = work()
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+    while True:
+        try:
+            return exit_status(os.waitpid(pid, 0)[1])
+        except InterruptedError:  # pragma: no cover - retried by Python itself since 3.5
+            continue
+
+
 @dataclass
 class Worker:
     index: int

@@ -113,13 +113,13 @@ def test_metrics_add_up_every_worker_and_survive_a_dead_one() -> None:
 
         # A worker killed: another takes its place; its requests still count; none fails.
         os.kill(workers[0], signal.SIGKILL)
-        wait_for(
-            lambda: (
-                len(children(server.process.pid)) == WORKERS
-                and workers[0] not in children(server.process.pid)
-            )
-        )
-        replacement = next(p for p in children(server.process.pid) if p not in workers)
+
+        def replaced() -> bool:
+            now = children(server.process.pid)
+            return len(now) == WORKERS and workers[0] not in now
+
+        wait_for(replaced)
+        (replacement,) = set(children(server.process.pid)) - set(workers)
         with only(replacement, children(server.process.pid)):
             classify(server)
         assert classified(server) == before + 9
