@@ -214,7 +214,7 @@ def measure(
     cpu = cpu_seconds(pids) - cpu0
     after = batches(server) if before else None
     calls = after[0] - before[0] if before and after else 0
-    # With several workers each has its own /metrics: the two reads may hit different ones.
+    # /metrics adds up every worker process, so both reads count all the batches.
     batch = (after[1] - before[1]) / calls if before and after and calls > 0 else None
     sock = r["connect"] + r["read"] + r["write"] + r["timeout"]
     return Row(

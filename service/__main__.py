@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 FLAGS = ("host", "port", "model_dir", "workers", "log_level")
+STARTUP_FAILED = 3  # the exit status when a model failed to load in the app's start
 
 
 def parse_args(argv: list[str] | None) -> dict[str, Any]:
@@ -25,7 +28,9 @@ def parse_args(argv: list[str] | None) -> dict[str, Any]:
     parser.add_argument(
         "--model-dir", help="folder of <name>/model.onnx (CONVSCOPE_MODEL_DIR, default models/)"
     )
-    parser.add_argument("--workers", type=int, help="processes (CONVSCOPE_WORKERS, default 1)")
+    parser.add_argument(
+        "--workers", type=int, help="processes (CONVSCOPE_WORKERS, default 0: one per core)"
+    )
     parser.add_argument("--log-level", help="info, debug, warning, ... (CONVSCOPE_LOG_LEVEL)")
     args = vars(parser.parse_args(argv))
     return {k: v for k, v in args.items() if v is not None}
@@ -46,7 +51,6 @@ def fail(message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
-    from .errors import ModelError
     from .settings import Settings, describe_error
 
     overrides = parse_args(argv)
@@ -54,9 +58,15 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(**overrides)
     except ValidationError as exc:
         return fail(f"cannot start: {describe_error(exc)}")
+    if settings.workers == 1:
+        return serve_one(settings, uvicorn_options(settings))
+    from .workers import shared_metrics
 
-    import uvicorn
+    with shared_metrics():  # before prometheus_client is imported (by the logs and the app)
+        return serve_many(settings, uvicorn_options(settings))
 
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
     from .deadlines import http_protocol
 
     options: dict[str, Any] = {
@@ -73,39 +83,69 @@ def main(argv: list[str] | None = None) -> int:
         "proxy_headers": False,
         "server_header": False,
     }
-    if settings.workers == 1:
-        from .app import create_app
+    return options
 
-        config = uvicorn.Config(create_app(settings), **options)
+
+def quiet_exit_signals() -> None:
+    """uvicorn re-raises SIGTERM/SIGINT once its graceful shutdown is done, which would end the
+    process by that signal; with these no-op handlers underneath it exits with 0."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+
+
+def serve_one(settings: Settings, options: dict[str, Any]) -> int:
+    """One process, no supervisor: uvicorn runs the app here."""
+    import uvicorn
+
+    from .app import create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), **options))
+    # The ~75,000 objects of the imports and the app never die: keep them out of the garbage
+    # collector's full passes, which otherwise stall every request in flight (c=8 p99
+    # 31 ms -> 10 ms; benchmarks/README.md).
+    gc.freeze()
+    quiet_exit_signals()
+    server.run()
+    # A lifespan failure (a bad model) has been printed as one line; say so in the status.
+    return 0 if server.started else STARTUP_FAILED
+
+
+def serve_many(settings: Settings, options: dict[str, Any]) -> int:
+    """Several worker processes on one listening socket, forked after the imports and the model
+    check (service/workers.py): each loads its own sessions and batcher."""
+    import uvicorn
+
+    from .app import create_app
+    from .errors import ModelError
+    from .registry import load_all, pick_default
+    from .workers import Supervisor, in_child
+
+    def check_models() -> int:
+        try:
+            pick_default(load_all(settings), settings)
+        except ModelError as exc:
+            return fail(f"cannot start: {exc}")
+        return 0
+
+    # Check the models once, in a child: a bad one stops the start with one line instead of
+    # every worker failing alike, and the supervisor keeps no session, no onnxruntime thread
+    # and none of its memory (15 MB less resident, counted again in every worker's RSS).
+    if status := in_child(check_models):
+        return status
+    config = uvicorn.Config(create_app(settings), **options)
+    # One listening socket, inherited by every worker: the kernel gives each new connection to
+    # one that is waiting. A socket per worker (SO_REUSEPORT, spread by a hash) was no faster
+    # (benchmarks/README.md), cannot share a port 0, and loses its backlog when a worker dies.
+    sock = config.bind_socket()
+
+    def serve(index: int) -> int:
         server = uvicorn.Server(config)
-        # The ~75,000 objects of the imports and the app never die: keep them out of the garbage
-        # collector's full passes, which otherwise stall every request in flight (c=8 p99
-        # 31 ms -> 10 ms; benchmarks/README.md).
-        gc.freeze()
-        # uvicorn re-raises SIGTERM/SIGINT once its graceful shutdown is done, which would end
-        # the process by that signal; with these no-op handlers underneath it exits with 0.
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: None)
-        server.run()
-        # A lifespan failure (a bad model) has been printed as one line; say so in the status.
-        return 0 if server.started else 3
+        quiet_exit_signals()
+        server.run(sockets=[sock])
+        return 0 if server.started else STARTUP_FAILED
 
-    # Several processes: each worker builds its own app (and sessions) from the environment, so
-    # pass the flags on as variables. Check the models once here first: a bad one would
-    # otherwise make every worker fail and be restarted.
-    import asyncio
-
-    from .registry import Registry
-
-    try:
-        asyncio.run(Registry.load(settings))
-    except ModelError as exc:
-        return fail(f"cannot start: {exc}")
-    for key, value in overrides.items():
-        os.environ[f"CONVSCOPE_{key.upper()}"] = str(value)
-    factory = "service.app:create_app_from_env"
-    uvicorn.run(factory, factory=True, workers=settings.workers, **options)
-    return 0
+    gc.freeze()  # shared with the workers, copy-on-write, and out of their full passes
+    return Supervisor(settings.workers, serve, settings.graceful_shutdown_s).run()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -18,6 +18,9 @@ PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvide
 ORIGIN = re.compile(r"^https?://[^/\s]+$")
 
 CommaList = Annotated[list[str], NoDecode]
+# Default of the thread counts: "this process's share of the cores", worked out once the number
+# of workers is known.
+SHARE = -1
 
 
 def default_providers() -> list[str]:
@@ -34,7 +37,10 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
-    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    # Server processes sharing the port, each with its own sessions and batcher
+    # (service/workers.py); 0: one per core this process may use (service/cpus.py: affinity and
+    # cgroup quota). 1: one process and no supervisor.
+    workers: Annotated[int, Field(ge=0, le=64)] = 0
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
 
     model_dir: Path = REPO_MODELS
@@ -52,18 +58,20 @@ class Settings(BaseSettings):
 
     max_batch: Annotated[int, Field(ge=1, le=4096)] = 32
     batch_delay_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
-    # Threads inside one batched onnxruntime call (they do not spin); 0: onnxruntime's choice
-    # (one per core it sees). Two on two cores: a batch then finishes while the event loop
-    # waits for it, +22-35 % at concurrency 8-64 over one (benchmarks/README.md).
-    intra_op_threads: Annotated[int, Field(ge=0, le=256)] = 2
+    # Threads inside one batched onnxruntime call (they do not spin). -1: the process's share
+    # of the cores (cores / workers, at least 1); 0: onnxruntime's choice (one per core it
+    # sees). Two processes of one thread beat one of two on two cores (benchmarks/README.md).
+    intra_op_threads: Annotated[int, Field(ge=SHARE, le=256)] = SHARE
     providers: CommaList = Field(default_factory=default_providers)
     # Threads that decode pictures (all but small PNGs, which decode on the event loop); 0: two
-    # per core. More only contend for the cores and the GIL (benchmarks/README.md).
+    # per core of the process's share. More only contend for the cores and the GIL
+    # (benchmarks/README.md).
     decode_threads: Annotated[int, Field(ge=0, le=256)] = 0
     # A second session for requests that arrive when nothing else is in flight, run without a
     # thread hop, with this many spinning intra-op threads (lower latency for a lone client;
-    # benchmarks/README.md). 0: none, lone pictures go through the batcher. CPU provider only.
-    lone_threads: Annotated[int, Field(ge=0, le=256)] = 2
+    # benchmarks/README.md). 0: none, lone pictures go through the batcher. -1: the
+    # process's share of the cores, as intra_op_threads. CPU provider only.
+    lone_threads: Annotated[int, Field(ge=SHARE, le=256)] = SHARE
 
     # Slow clients (service/deadlines.py): headers must be in within header_timeout_s of the
     # connection (or request) starting, the body within body_timeout_s of the app's first read
@@ -96,6 +104,22 @@ class Settings(BaseSettings):
                 "gRPC needs grpcio and grpcio-health-checking: pip install 'convscope[grpc]'"
             )
         return value
+
+    @model_validator(mode="after")
+    def share_the_cores(self) -> Settings:
+        """Every "auto" of the process model made concrete: the number of workers (0: one per
+        core), and each process's share of the cores for its onnxruntime and decoding threads."""
+        from .cpus import available_cpus
+
+        cores = available_cpus()
+        self.workers = self.workers or cores
+        share = max(1, cores // self.workers)
+        if self.intra_op_threads == SHARE:
+            self.intra_op_threads = share
+        if self.lone_threads == SHARE:
+            self.lone_threads = share
+        self.decode_threads = self.decode_threads or 2 * share
+        return self
 
     @field_validator("api_keys", "cors_origins", "providers", mode="before")
     @classmethod

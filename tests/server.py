@@ -50,6 +50,27 @@ def service_command(
     return [*command, "--model-dir", str(model_dir), *args]
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def status_mb(pid: int, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
+
+
 @dataclass
 class Server:
     """A started process serving HTTP on ``port`` (any command: the service or a peer)."""
@@ -65,18 +86,17 @@ class Server:
     def signal(self, sig: signal.Signals) -> None:
         self.process.send_signal(sig)
 
-    def _status(self, field: str) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError(f"no {field} in /proc status")
+    def pids(self) -> list[int]:
+        """The server's processes: the one started and its workers."""
+        return [self.process.pid, *children(self.process.pid)]
 
     def peak_rss_mb(self) -> float:
-        """The kernel's high-water mark of the process's resident memory (VmHWM)."""
-        return self._status("VmHWM")
+        """The kernel's high-water mark of resident memory (VmHWM) of the server's largest
+        process: the one that took the load."""
+        return max(status_mb(pid, "VmHWM") for pid in self.pids())
 
     def rss_mb(self) -> float:
-        return self._status("VmRSS")
+        return max(status_mb(pid, "VmRSS") for pid in self.pids())
 
     def wait_log(self, text: str, timeout: float = 20.0) -> str:
         deadline = time.monotonic() + timeout

@@ -1,6 +1,9 @@
 """Reload: SIGHUP (and, when enabled, a file watch) swaps in new models; a corrupt new model is
 refused while the old one keeps serving, with no failed request; reloads are logged and counted.
-No HTTP endpoint loads, unloads or fetches models."""
+No HTTP endpoint loads, unloads or fetches models.
+
+The service runs its default worker processes (one per core): /metrics adds up every worker's
+reloads, so each count below is one per worker, which shows that the signal reached them all."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import httpx
 import pytest
 from hardening_harness import png_bytes
 
+from service.cpus import available_cpus
 from tests.server import MODELS, Server, run_server
 
 pytestmark = pytest.mark.e2e
@@ -23,6 +27,7 @@ pytestmark = pytest.mark.e2e
 onnx = pytest.importorskip("onnx")
 
 NAME = "fashion-mnist"
+W = float(available_cpus())  # the service's default number of workers
 
 
 def copy_models(tmp_path: Path) -> Path:
@@ -109,7 +114,7 @@ def test_sighup_reloads_refuses_a_corrupt_model_and_never_fails_a_request(tmp_pa
         log = server.wait_log("refused")
         line = next(ln for ln in log.splitlines() if "refused" in ln)
         assert str(path) in line and "Traceback" not in log, line
-        wait_for(lambda: reloads(server).get("refused") == 1)
+        wait_for(lambda: reloads(server).get("refused") == W)
         assert version(server) == old
 
         # A good one: swapped in.
@@ -117,13 +122,13 @@ def test_sighup_reloads_refuses_a_corrupt_model_and_never_fails_a_request(tmp_pa
         server.signal(signal.SIGHUP)
         server.wait_log("models reloaded (SIGHUP)")
         wait_for(lambda: version(server) == "9.9.9-reloaded")
-        assert reloads(server) == {"refused": 1.0, "ok": 1.0}
+        wait_for(lambda: reloads(server) == {"refused": W, "ok": W})
 
         # Three in a row, each while the previous may still be loading: they queue, none fails.
         for _ in range(3):
             server.signal(signal.SIGHUP)
             time.sleep(0.3)
-        wait_for(lambda: reloads(server).get("ok") == 4.0)
+        wait_for(lambda: reloads(server).get("ok") == 4 * W)
         time.sleep(0.5)  # traffic on the last swapped-in session
     assert set(traffic.seen) == {"200"}, traffic.seen
     assert traffic.seen["200"] >= 20, traffic.seen
@@ -137,12 +142,13 @@ def test_file_watch_reloads_when_enabled(tmp_path: Path) -> None:
     env = {"CONVSCOPE_RELOAD_WATCH": "true", "CONVSCOPE_RELOAD_POLL_S": "0.3"}
     with run_server(model_dir, env=env) as server, Traffic(server.url) as traffic:
         with_version("2.0.0-watched", path)
-        wait_for(lambda: version(server) == "2.0.0-watched")
+        wait_for(lambda: reloads(server).get("ok") == W)  # every worker, not just one
+        assert version(server) == "2.0.0-watched"
         assert "models reloaded (file change)" in server.log()
         path.write_bytes(b"\x00" * 1000)  # a broken copy: refused, the watched model stays
-        wait_for(lambda: reloads(server).get("refused") == 1)
+        wait_for(lambda: reloads(server).get("refused") == W)
         assert version(server) == "2.0.0-watched"
-        assert reloads(server) == {"ok": 1.0, "refused": 1.0}
+        assert reloads(server) == {"ok": W, "refused": W}
     assert set(traffic.seen) == {"200"}, traffic.seen
 
 

@@ -75,15 +75,21 @@ def model_folder(tmp_path: Path, content: bytes | None) -> Path:
     ],
     ids=["missing", "empty", "corrupt"],
 )
+@pytest.mark.parametrize(
+    ("workers", "prefix"),
+    [("0", "convscope: "), ("1", "ERROR:    ")],  # the supervisor's check; uvicorn's lifespan
+    ids=["one-per-core", "one-process"],
+)
 def test_a_bad_model_stops_the_start_with_one_line(
-    tmp_path: Path, content: bytes | None, problem: str
+    tmp_path: Path, content: bytes | None, problem: str, workers: str, prefix: str
 ) -> None:
     path = model_folder(tmp_path, content)
-    rc, out = run("-m", "service", "--model-dir", str(path.parent.parent), "--port", "0")
+    model_dir = str(path.parent.parent)
+    rc, out = run("-m", "service", "--model-dir", model_dir, "--port", "0", "--workers", workers)
     assert rc != 0
     assert "Traceback" not in out
     (line,) = lines(out)
-    assert line.startswith(f"ERROR:    cannot start: {path}: {problem}")
+    assert line.startswith(f"{prefix}cannot start: {path}: {problem}")
 
 
 def test_a_model_that_breaks_the_contract_stops_the_start(tmp_path: Path, model_file: Path) -> None:

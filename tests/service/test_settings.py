@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from service.cpus import available_cpus
 from service.settings import REPO_MODELS, Settings, describe_error
 
 
@@ -19,13 +20,31 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults_are_safe_for_a_public_port() -> None:
     s = Settings()
-    assert (s.host, s.port, s.workers, s.log_level) == ("127.0.0.1", 8000, 1, "info")
+    assert (s.host, s.port, s.log_level) == ("127.0.0.1", 8000, "info")
     assert s.model_dir == REPO_MODELS and (REPO_MODELS / "fashion-mnist").is_dir()
     assert s.default_model is None
     assert (s.max_upload_bytes, s.max_pixels, s.max_images) == (10 * 1024 * 1024, 40_000_000, 16)
     assert (s.api_keys, s.cors_origins) == ([], [])
-    assert (s.max_batch, s.batch_delay_ms, s.intra_op_threads, s.lone_threads) == (32, 2.0, 2, 2)
+    assert (s.max_batch, s.batch_delay_ms) == (32, 2.0)
     assert s.providers[-1] == "CPUExecutionProvider"
+
+
+def test_by_default_one_worker_per_core_each_with_its_share_of_the_threads() -> None:
+    cores = available_cpus()
+    s = Settings()
+    assert s.workers == cores
+    assert (s.intra_op_threads, s.lone_threads, s.decode_threads) == (1, 1, 2)
+    # One process: it has every core for its sessions and two decoding threads per core.
+    one = Settings(workers=1)
+    assert (one.intra_op_threads, one.lone_threads, one.decode_threads) == (cores, cores, 2 * cores)
+
+
+def test_thread_counts_given_are_kept() -> None:
+    s = Settings(workers=3, intra_op_threads=0, lone_threads=0, decode_threads=5)
+    assert (s.workers, s.intra_op_threads, s.lone_threads, s.decode_threads) == (3, 0, 0, 5)
+    # More workers than cores: each still has one thread, not zero (zero means something else).
+    many = Settings(workers=64)
+    assert (many.intra_op_threads, many.lone_threads, many.decode_threads) == (1, 1, 2)
 
 
 def test_environment_variables_with_prefix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
