@@ -7,9 +7,9 @@
 set -eu
 base="${1:-convscope-base:bookworm}"
 name="${2:-convscope-nginx:bookworm}"
-# The root filesystem is read-only under compose: the temp folders nginx checks at start
-# (its compiled-in /var/lib/nginx/*) exist already and belong to the workers' user, so nginx
-# has nothing to create or chown; the logs go to the container's output.
+# The root filesystem is read-only under compose: the temp folders nginx checks at start (its
+# compiled-in /var/lib/nginx/*) exist already and belong to the workers' user (nobody: Debian
+# builds nginx without --user), so nginx has nothing to create or chown; logs go to the output.
 docker build --quiet --network host --build-arg BASE="$base" -t "$name" - <<'DOCKERFILE' >/dev/null
 ARG BASE
 FROM ${BASE}
@@ -18,7 +18,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/* \
     && mkdir -p /var/lib/nginx/body /var/lib/nginx/proxy /var/lib/nginx/fastcgi \
         /var/lib/nginx/uwsgi /var/lib/nginx/scgi \
-    && chown -R www-data /var/lib/nginx \
+    && chown -R nobody:nogroup /var/lib/nginx \
     && ln -sf /dev/stdout /var/log/nginx/access.log \
     && ln -sf /dev/stderr /var/log/nginx/error.log
 EXPOSE 80

@@ -145,9 +145,9 @@ def test_pictures_get_the_same_answer_as_the_service_on_this_machine(
             )
             assert r.status_code == 200, r.text
             answers.append(r.json()["results"][0]["predictions"])
-        container, host = answers
-        assert [p["label"] for p in container] == [p["label"] for p in host]
-        assert container[0]["index"] == label
+        in_container, on_host = answers
+        assert [p["label"] for p in in_container] == [p["label"] for p in on_host]
+        assert in_container[0]["index"] == label
         probs = np.array([[p["probability"] for p in a] for a in answers])
         worst = max(worst, float(np.abs(probs[0] - probs[1]).max()))
     # Same wheels, same decoding: equal to float rounding (a newer wheel in the image may move
