@@ -265,3 +265,40 @@ def test_a_broken_model_stops_the_container_with_the_reason_in_its_log(
     assert len(reasons) == 1, logs
     assert "/app/models/broken/model.onnx: not a loadable ONNX model" in reasons[0]
     assert "Traceback" not in logs
+
+
+def test_the_kserve_predictors_probes_and_open_inference_protocol_answer(
+    served: Any, host: Any, decisive_pictures: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """What deploy/kserve/inferenceservice.yaml relies on, asked of the image: its probes, and
+    the Open Inference Protocol a KServe client speaks, with the host service's answer."""
+    import yaml
+
+    (isvc,) = yaml.safe_load_all((ROOT / "deploy" / "kserve" / "inferenceservice.yaml").read_text())
+    (container,) = isvc["spec"]["predictor"]["containers"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        path = container[probe]["httpGet"]["path"]
+        assert httpx.get(f"{served.url}{path}").status_code == 200, path
+    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/fashion-mnist/ready"):
+        assert httpx.get(f"{served.url}{path}").status_code == 200, path
+    images, labels = decisive_pictures
+    request = {
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": "UINT8",
+                "shape": [len(images), 28, 28, 1],
+                "data": images.reshape(-1).tolist(),
+            }
+        ]
+    }
+    answers = [
+        httpx.post(f"{url}/v2/models/fashion-mnist/infer", json=request, timeout=30)
+        for url in (served.url, host.url)
+    ]
+    assert [a.status_code for a in answers] == [200, 200], answers[0].text
+    (probs, reference) = (
+        np.array(a.json()["outputs"][0]["data"]).reshape(len(images), -1) for a in answers
+    )
+    np.testing.assert_allclose(probs, reference, atol=1e-6)
+    assert (probs.argmax(axis=1) == labels).all()
