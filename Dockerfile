@@ -106,13 +106,16 @@ COPY deploy/docker/healthcheck.py /app/healthcheck.py
 COPY models/ /app/models/
 WORKDIR /app
 # Configuration is by environment (service/settings.py reads CONVSCOPE_*); these are the image's
-# defaults, and `docker run -e` / compose / Kubernetes override them.
+# defaults, and `docker run -e` / compose / Kubernetes override them. ORT_DISABLE_TELEMETRY:
+# onnxruntime's Linux telemetry would report to its vendor from the server, and warns at every
+# start that it cannot store a device id on the read-only root.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     CONVSCOPE_HOST=0.0.0.0 \
     CONVSCOPE_PORT=8000 \
-    CONVSCOPE_MODEL_DIR=/app/models
+    CONVSCOPE_MODEL_DIR=/app/models \
+    ORT_DISABLE_TELEMETRY=1
 USER 10001:10001
 EXPOSE 8000
 # python, not curl: the slim image has no curl. Exit 1 while /readyz says 503 (models loading).

@@ -265,6 +265,7 @@ def test_a_broken_model_stops_the_container_with_the_reason_in_its_log(
     assert len(reasons) == 1, logs
     assert "/app/models/broken/model.onnx: not a loadable ONNX model" in reasons[0]
     assert "Traceback" not in logs
+    assert "W:onnxruntime" not in logs  # its telemetry is off: no warning about a device id
 
 
 def test_the_kserve_predictors_probes_and_open_inference_protocol_answer(
