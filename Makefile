@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 MODEL_DIR ?= models
 
-.PHONY: install install-service serve train export evaluate test test-fast lint typecheck bench bench-load bench-own-models audit soak clean grpc-stubs
+.PHONY: install install-service serve train export evaluate test test-fast test-docker docker-base docker-build lint typecheck bench bench-load bench-own-models audit soak clean grpc-stubs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,27 @@ test: install lint
 	$(PY) -m pytest
 
 test-fast: install
-	$(PY) -m pytest -m "not slow and not browser"
+	$(PY) -m pytest -m "not slow and not browser and not docker"
+
+# The images built and run on the Docker engine (tests/deploy/engine; dockerd must be running:
+# .ci/run starts one). They skip, saying why, where no engine answers.
+test-docker: install
+	$(PY) -m pytest -m docker tests/deploy
+
+# Where python:3.11-slim cannot be pulled: a Python 3.11 base from Debian's packages.
+DOCKER_BASE ?= convscope-base:bookworm
+docker-base:
+	sh deploy/docker/local-base.sh $(DOCKER_BASE)
+
+# The runtime image (BuildKit: only the stages it needs); PYTHON_IMAGE=$(DOCKER_BASE) after
+# `make docker-base`. The host's CA bundle goes to pip as a build secret, never into a layer.
+PYTHON_IMAGE ?= python:3.11-slim
+DOCKER ?= docker
+HOST_CA := $(wildcard /etc/ssl/certs/ca-certificates.crt)
+CA_SECRET = --secret id=ca-certificates,src=$(HOST_CA)
+docker-build:
+	DOCKER_BUILDKIT=1 $(DOCKER) build --network host $(if $(HOST_CA),$(CA_SECRET)) \
+		--build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) -t convscope .
 
 bench: install
 	$(PY) benchmarks/train_speed.py

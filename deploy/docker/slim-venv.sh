@@ -12,6 +12,17 @@
 #    their sample data), which onnxruntime itself never imports, and its C-API library
 #    libonnxruntime.so (35 MB), which is there for C programs: the Python module has the whole
 #    runtime linked into it and never loads it (not in /proc/self/maps after a session ran);
+#  - Pillow's Tk glue (PIL._imagingtk): it imports tkinter, which slim Pythons do not have (the
+#    official python:3.11-slim removes Tk's libraries, Debian's python3 leaves tkinter to a
+#    package of its own), and the service draws no Tk windows;
+#  - Pillow's AVIF codec (PIL._avif and its libavif, 5 MB): the service refuses AVIF before
+#    Pillow sees it (service/imaging.py's formats; tests/deploy checks that they still leave it
+#    out), and Pillow treats the module's absence as "AVIF not supported";
+#  - Pillow's TrueType text rendering (PIL._imagingft with FreeType, HarfBuzz and Brotli, 3 MB):
+#    the service draws no text (tests/deploy checks that it does not use ImageFont);
+#  - uvicorn[standard]'s websockets and watchfiles (1.9 MB): the server turns WebSockets off
+#    (ws="none") and never reloads; uvicorn imports each only if it is there;
+#  - the installers' file lists (*.dist-info/RECORD): nothing uninstalls here;
 #  - symbol tables of the native libraries (`strip --strip-unneeded`: what the dynamic loader
 #    needs stays). Many wheels ship them unstripped (uvloop's loop.so: 14 MB -> 2 MB).
 set -eu
@@ -27,6 +38,11 @@ ort="$site/onnxruntime"
 rm -rf "$ort"/transformers "$ort"/quantization "$ort"/tools "$ort"/datasets \
     "$ort"/capi/libonnxruntime.so.* \
     "$site"/numpy/f2py "$site"/numpy/distutils "$site"/numpy/_core/include
+rm -f "$site"/PIL/_imagingtk.* "$site"/PIL/ImageTk.py "$site"/PIL/_avif.* "$site"/pillow.libs/libavif-* \
+    "$site"/PIL/_imagingft.* "$site"/pillow.libs/libfreetype-* "$site"/pillow.libs/libharfbuzz-* \
+    "$site"/pillow.libs/libbrotli*
+rm -rf "$site"/websockets "$site"/websockets-*.dist-info "$site"/watchfiles "$site"/watchfiles-*.dist-info
+rm -f "$site"/*.dist-info/RECORD "$venv"/bin/watchfiles "$venv"/bin/websockets
 rm -f "$venv"/bin/f2py "$venv"/bin/numpy-config "$venv"/bin/onnxruntime_test
 find "$site" -type f \( -name '*.pyi' -o -name '*.h' -o -name '*.c' -o -name '*.pxd' \
     -o -name '*.pyx' -o -name '*.a' \) -delete

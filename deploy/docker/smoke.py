@@ -111,6 +111,9 @@ def classify(model_dir: Path) -> dict[str, Any]:
 
 def main() -> None:
     faulthandler.enable()  # a library that crashes on load still leaves a traceback
+    # Byte-code caches come from the server process alone (where the builder lets it write them):
+    # the image keeps those of the modules the server imports, not of everything imported here.
+    sys.dont_write_bytecode = True
     count = import_extensions()
     body = classify(Path(sys.argv[1]))
     result = body["results"][0]

@@ -158,3 +158,17 @@ def test_scale_profile_puts_replicas_behind_nginx(services: dict[str, Any]) -> N
     assert proxy["read_only"] is True
     assert proxy["ports"][0].split(":-")[1].startswith("127.0.0.1:")
     assert "server api-pool:8000" in (ROOT / "deploy" / "nginx" / "nginx.conf").read_text()
+
+
+def test_images_default_to_the_official_bases_and_can_be_named(services: dict[str, Any]) -> None:
+    """Unset, the file builds on python:3.11-slim and runs nginx:1.28-alpine; where those cannot
+    be pulled, CONVSCOPE_PYTHON_IMAGE / CONVSCOPE_NGINX_IMAGE name local stand-ins
+    (deploy/docker/local-base.sh, local-nginx.sh) and CONVSCOPE_IMAGE an image built already."""
+    api, train, proxy = services["api"], services["train"], services["proxy"]
+    assert api["image"] == "${CONVSCOPE_IMAGE:-convscope:latest}"
+    assert train["image"] == "${CONVSCOPE_TRAINER_IMAGE:-convscope-trainer:latest}"
+    for service in (api, train):
+        assert service["build"]["args"] == {
+            "PYTHON_IMAGE": "${CONVSCOPE_PYTHON_IMAGE:-python:3.11-slim}"
+        }
+    assert proxy["image"] == "${CONVSCOPE_NGINX_IMAGE:-nginx:1.28-alpine}"

@@ -186,6 +186,17 @@ def test_slim_venv_strips_libraries_and_drops_onnxruntimes_offline_tools(
     before = original / loop.relative_to(site)
     assert has_symbols(before) and not has_symbols(loop)
     assert loop.stat().st_size < before.stat().st_size / 4
+    # Pillow's Tk glue (needs tkinter, absent from slim Pythons) and its AVIF codec are gone;
+    # the rest of Pillow stays, and the service still refuses AVIF itself.
+    for unused in ("PIL/_imagingtk.*", "PIL/_avif.*", "pillow.libs/libavif-*"):
+        assert list(original.glob(unused)), unused
+        assert not list(site.glob(unused)), unused
+    assert list(site.glob("PIL/_imaging.*")) and list(site.glob("PIL/_webp.*"))
+    from service import imaging
+
+    assert "AVIF" not in {f for formats in imaging._PILLOW_FORMATS.values() for f in formats}, (
+        "the service accepts AVIF now: keep PIL._avif in deploy/docker/slim-venv.sh"
+    )
     libraries = [p for p in site.rglob("*.so*") if p.is_file()]
     assert sum(p.stat().st_size for p in libraries) < sum(
         (original / p.relative_to(site)).stat().st_size for p in libraries

@@ -55,6 +55,34 @@ def pip_installs(stage: Any) -> list[list[str]]:
     return installs
 
 
+def strip_run_flags(run: str) -> str:
+    """A RUN line's command without its leading --mount=... flags."""
+    words = run.split(None, 1)
+    while words and words[0].startswith("--"):
+        words = words[1].split(None, 1) if len(words) > 1 else []
+    return " ".join(words)
+
+
+def test_builds_with_the_daemons_own_frontend_and_the_ca_bundle_as_a_secret(
+    stages: dict[str, Any],
+) -> None:
+    """No `# syntax=` line: BuildKit would pull that frontend image from a registry before the
+    first step. Every step that reaches the package index mounts the CA bundle as a secret (for
+    a TLS-intercepting proxy), over the base's own bundle that pip is told to use, so the build
+    works with or without it and the bundle never lands in a layer."""
+    text = (ROOT / "Dockerfile").read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, re.M | re.I)
+    mount = "--mount=type=secret,id=ca-certificates,target=/etc/ssl/certs/ca-certificates.crt"
+    for name in ("builder", "trainer"):
+        stage = stages[name]
+        assert stage.env()["PIP_CERT"] == "/etc/ssl/certs/ca-certificates.crt"
+        for run in stage.values("RUN"):
+            if "pip install" in run:
+                assert run.startswith(mount), run
+    assert "--mount" not in " ".join(stages["runtime"].values("RUN"))
+    assert "ca-certificates" not in " ".join(v for _, v in stages["runtime"].instructions)
+
+
 def test_stages_share_one_base_and_runtime_is_the_default_target(stages: dict[str, Any]) -> None:
     assert list(stages) == ["builder", "trainer", "runtime"]  # the last stage is the default
     assert {s.base for s in stages.values()} == {"python:3.11-slim"}
@@ -127,8 +155,13 @@ def test_builder_slims_the_venv_then_smoke_tests_it(stages: dict[str, Any]) -> N
     copies = builder.copies()
     assert (None, ["deploy/docker/slim-venv.sh"], "/usr/local/bin/slim-venv") in copies
     assert (None, ["deploy/docker/smoke.py"], "/usr/local/bin/smoke.py") in copies
-    runs = builder.values("RUN")
+    runs = [strip_run_flags(run) for run in builder.values("RUN")]
     steps = [step.strip() for run in runs for step in run.split("&&")]
+    # The smoke run writes byte-code caches (the builder's ENV forbids them elsewhere).
+    steps = [s.removeprefix("env -u PYTHONDONTWRITEBYTECODE ") for s in steps]
+    assert "env -u PYTHONDONTWRITEBYTECODE /opt/venv/bin/python /usr/local/bin/smoke.py" in (
+        " ".join(runs)
+    )
     steps = steps[[s.split()[:2] for s in steps].index(["/opt/venv/bin/pip", "install"]) :]
     assert [s.split()[:2] for s in steps] == [
         ["/opt/venv/bin/pip", "install"],
@@ -171,9 +204,16 @@ def test_trainer_installs_cpu_torch_at_the_train_extras_pin(
     (torch_pin,) = [r for r in pins if r.name == "torch"]
     args = dict(v.split("=", 1) for v in trainer.values("ARG") if "=" in v)
     assert str(torch_pin.specifier) == f"=={args['TORCH_VERSION']}"
-    assert args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+    # Where torch comes from is pip options in a build argument; PyTorch's CPU index by default.
+    assert args["TORCH_FROM"].strip('"').split() == [
+        "--index-url",
+        "https://download.pytorch.org/whl/cpu",
+    ]
     installs = pip_installs(trainer)
-    assert installs == [["torch==${TORCH_VERSION}+cpu"], [".[train]"]]
+    assert installs == [["${TORCH_FROM}", "torch==${TORCH_VERSION}+cpu"], [".[train]"]]
+    # Wherever it comes from, only a +cpu build is accepted, and the step checks it is one.
+    (torch_run,) = [r for r in trainer.values("RUN") if "torch==" in r]
+    assert "assert torch.version.cuda is None" in torch_run
     # The +cpu build satisfies the extra's pin, so installing the project keeps it.
     assert torch_pin.specifier.contains(f"{args['TORCH_VERSION']}+cpu")
     assert "torchvision" not in (ROOT / "Dockerfile").read_text()

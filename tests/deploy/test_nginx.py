@@ -62,3 +62,12 @@ def test_upstream_keeps_connections_alive_over_http_1_1() -> None:
     assert directive("proxy_pass") == ["http://convscope"]
     assert directive("proxy_http_version") == ["1.1"]
     assert 'Connection ""' in directive("proxy_set_header")
+
+
+def test_a_request_cut_off_by_a_dying_replica_goes_to_another_one() -> None:
+    """POSTs too (nginx's default never resends one that reached a replica): a classification
+    has no side effects. tests/deploy/engine kills a replica under load and counts the losses."""
+    (retry,) = directive("proxy_next_upstream")
+    assert set(retry.split()) >= {"error", "timeout", "http_503", "non_idempotent"}
+    (tries,) = directive("proxy_next_upstream_tries")
+    assert int(tries) >= 2
