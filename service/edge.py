@@ -268,7 +268,7 @@ class Edge:
                 if status in CLOSE_AFTER:
                     headers = [(k, v) for k, v in headers if k != b"connection"]
                     headers.append((b"connection", b"close"))
-                message = {**message, "headers": headers}
+                message["headers"] = headers  # a new list: the handler's stays as it was
             await send(message)
 
         try:

@@ -115,8 +115,9 @@ class ModelRuntime:
             picture, arrays = await self.run_alone(slow, outputs, lone=lone)
             return [picture], arrays
         prepared = await pictures.decode()
-        pixels = np.stack([p.pixels for p in prepared])
-        if lone and len(prepared) == 1 and self.can_run_inline:
+        one = len(prepared) == 1  # a view, not a copy, for the common case
+        pixels = prepared[0].pixels[None] if one else np.stack([p.pixels for p in prepared])
+        if lone and one and self.can_run_inline:
             return prepared, self.run_inline(pixels, outputs)
         return prepared, await self.infer(pixels, outputs)
 
