@@ -44,6 +44,31 @@ class Prediction(BaseModel):
     probability: float = Field(ge=0, le=1, description="Calibrated softmax probability.")
 
 
+class Framing(BaseModel):
+    """The "trim" framing policy's findings (models whose input asks for it)."""
+
+    policy: str = Field(description="The model's framing policy: trim.")
+    applied: bool = Field(description="False: the picture already looked like the training data.")
+    background: Literal["light", "dark"] = Field(description="The background, from the border.")
+    background_range: list[float] = Field(
+        description="Darkest and brightest level (0-255) of the fitted background surface: "
+        "uneven light shows as a wide range."
+    )
+    noise: float = Field(description="Noise of the background, in levels (robust sigma).")
+    tolerance: float = Field(description="Ink above the background, in levels, kept as object.")
+    reason: str | None = Field(None, description="Why the policy did less than all its steps.")
+    box: list[int] | None = Field(
+        None, description="The object's box in the picture's pixels: x0, y0, x1, y1 (end excl.)."
+    )
+    object_size: list[int] | None = Field(
+        None, description="[width, height] of the object in the network input, centred on black."
+    )
+    negated: bool | None = Field(None, description="Light background: the picture was negated.")
+    sharpened: bool | None = Field(None, description="Sharpened after shrinking, as the data was.")
+    gain: float | None = Field(None, description="Contrast gain bringing the brightest ink to 255.")
+    centred: bool | None = None
+
+
 class Preprocessing(BaseModel):
     """What the service did to the picture before the network saw it."""
 
@@ -57,6 +82,9 @@ class Preprocessing(BaseModel):
     inverted: bool = Field(description="Light background inverted to match the model's dark one.")
     scaled_16bit: bool = Field(description="16-bit samples scaled to 8 bits.")
     resize: str = Field(description="How the picture was fitted to the input size.")
+    framing: Framing | None = Field(
+        None, description="Background flattened, object trimmed, sized and centred (see Framing)."
+    )
 
 
 class Grid(BaseModel):
