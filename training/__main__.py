@@ -42,6 +42,14 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images")
     p.add_argument("--no-card", action="store_true", help="print only; leave the card alone")
+    p.add_argument(
+        "--photos",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure the first N test pictures and their photo-like renditions through "
+        "the real service (training/photo_eval.py)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

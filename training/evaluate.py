@@ -253,5 +253,20 @@ def evaluate_command(args: argparse.Namespace) -> None:
     for row in result.per_class():
         print(f"{row['label']:>12}  precision {100 * row['precision']:5.1f} %  "
               f"recall {100 * row['recall']:5.1f} %")  # fmt: skip
+    photos = None
+    if args.photos:
+        from .photo_eval import evaluate_photos
+
+        n = min(args.photos, len(ds.test_x))
+        examples = None if args.no_card else path.parent / "photos.png"
+        photos = evaluate_photos(path, ds.test_x[:n], ds.test_y[:n], examples=examples)
+        print(json.dumps({"photos": photos.accuracy, "framed": photos.framed}))
     if not args.no_card:
-        print(f"card: {write_card(path, result)}")
+        card = write_card(path, result)
+        if photos is not None:
+            from .photo_eval import card_section
+
+            command = f"python -m training evaluate {path} --photos {args.photos}"
+            section = "\n".join(card_section(photos, command))
+            card.write_text(f"{card.read_text()}\n{section}\n")
+        print(f"card: {card}")
