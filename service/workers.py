@@ -72,6 +72,14 @@ def shared_metrics() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _exit(code: int) -> None:
+    """End a forked child now (no atexit, no parent's cleanup), its output flushed first."""
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
 def in_child(work: Callable[[], int]) -> int:
     """Run ``work`` in a forked child and return its exit status: whatever it loads (an
     onnxruntime session, its threads, its memory) goes with it, not into the supervisor."""
@@ -83,10 +91,7 @@ def in_child(work: Callable[[], int]) -> int:
         except BaseException:
             traceback.print_exc()
         finally:
-            with contextlib.suppress(Exception):
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(code)
+            _exit(code)
     while True:
         try:
             return exit_status(os.waitpid(pid, 0)[1])
@@ -156,10 +161,7 @@ class Supervisor:
             except BaseException:
                 traceback.print_exc()
             finally:
-                with contextlib.suppress(Exception):
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                os._exit(code)
+                _exit(code)
         self.workers[pid] = Worker(index, pid, time.monotonic())
         log.debug("worker %d started (pid %d)", index, pid)
 

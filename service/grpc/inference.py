@@ -14,16 +14,7 @@ from typing import Any
 from .. import __version__
 from ..errors import NotFound, NotReady
 from ..registry import LoadedModel, Registry
-from ..routes.v2 import (
-    EXTENSIONS,
-    _checked,
-    _image_input,
-    _metadata,
-    _output_plan,
-    _run,
-    _versioned,
-)
-from ..v2_codec import BYTES, OutputTensor, classification
+from ..routes.v2 import EXTENSIONS, _metadata, _versioned, run_infer
 from . import open_inference_grpc_pb2 as pb
 from .tensors import encode_response, parse_request
 
@@ -82,17 +73,5 @@ async def model_metadata(request: pb.ModelMetadataRequest, state: Any) -> pb.Mod
 async def model_infer(request: pb.ModelInferRequest, state: Any) -> pb.ModelInferResponse:
     model = _model(state, request.model_name, request.model_version)
     req = parse_request(request)
-    tensor = _image_input(req, model.spec)
-    plan = _output_plan(req, model)  # before decoding: a bad output name costs no work
-    _checked(tensor, model, state.settings)
-    arrays = await _run(tensor, model, state.decoders, [name for name, _, _ in plan])
-    outputs = []
-    for name, _, k in plan:
-        value = arrays[name]
-        if k:
-            labels = classification(value, k, model.spec.labels)
-            shape = (len(value), min(k, value.shape[1]))
-            outputs.append(OutputTensor(name, BYTES, shape, labels, True))
-        else:
-            outputs.append(OutputTensor(name, "FP32", tuple(value.shape), value, True))
+    outputs = await run_infer(req, model, state.settings, state.decoders)
     return encode_response(model.name, model.spec.version, req.id, outputs)

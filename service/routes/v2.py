@@ -286,10 +286,10 @@ def _output_plan(req: InferRequest, model: LoadedModel) -> list[tuple[str, bool,
     return plan
 
 
-async def _infer(
-    request: Request, model: LoadedModel, settings: Settings, decoders: Decoders
-) -> Response:
-    req = parse_request(await request.body(), request.headers.get(HEADER))
+async def run_infer(
+    req: InferRequest, model: LoadedModel, settings: Settings, decoders: Decoders
+) -> list[OutputTensor]:
+    """The infer use case of /v2 and of gRPC: check the request, run it, outputs as planned."""
     tensor = _image_input(req, model.spec)
     plan = _output_plan(req, model)  # before decoding: a bad output name costs no work
     _checked(tensor, model, settings)
@@ -303,6 +303,14 @@ async def _infer(
             outputs.append(OutputTensor(name, BYTES, shape, labels, binary))
         else:
             outputs.append(OutputTensor(name, "FP32", tuple(value.shape), value, binary))
+    return outputs
+
+
+async def _infer(
+    request: Request, model: LoadedModel, settings: Settings, decoders: Decoders
+) -> Response:
+    req = parse_request(await request.body(), request.headers.get(HEADER))
+    outputs = await run_infer(req, model, settings, decoders)
     header: dict[str, Any] = {"model_name": model.name, "model_version": model.spec.version}
     if req.id is not None:
         header["id"] = req.id
