@@ -22,6 +22,9 @@ class TrainConfig:
     label_smoothing: float = 0.1  # smoother logits; temperature scaling corrects the calibration
     crop_pad: int = 2  # random-crop padding in pixels (28x28 objects move by up to 2 px)
     flip: bool | None = None  # None: the data set decides (no flips for digits)
+    erase: float = 0.0  # random-erasing probability per image (augment.py); 0.5 for the long run
+    scale: float = 0.0  # random zoom of up to +-this fraction about the centre
+    photo: float = 0.0  # probability per image of photo traces (background, blur, noise, JPEG)
     val_size: int = 5000  # held out of the training set for model selection and calibration
     limit_train: int | None = None  # use only the first N training images (tests, dry runs)
     limit_test: int | None = None

@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from .augment import photo_degrade, random_erase, rescale
 from .calibration import expected_calibration_error, fit_temperature, softmax
 from .config import TrainConfig
 from .data import augment, channel_stats, load_dataset, split_validation, to_input
@@ -173,7 +174,10 @@ def train(cfg: TrainConfig) -> Path:
         )
         for step in bar:
             idx = order[step * local_batch : (step + 1) * local_batch]
-            xb = augment(tx[idx], cfg.crop_pad, flip, gen).to(device, non_blocking=True)
+            xb = rescale(tx[idx], cfg.scale, gen)
+            xb = augment(xb, cfg.crop_pad, flip, gen)
+            xb = random_erase(photo_degrade(xb, cfg.photo, gen), cfg.erase, gen)
+            xb = xb.to(device, non_blocking=True)
             yb = ty[idx].to(device, non_blocking=True)
             xb = to_input(xb, m, s)
             if device.type == "cpu":
