@@ -23,6 +23,7 @@ from .config import TrainConfig
 from .data import augment, channel_stats, load_dataset, split_validation, to_input
 from .layers import plan, table
 from .nets import ConvNet, build_net, model_args_for
+from .schedule import TimedOneCycle
 
 log = logging.getLogger("training.train")
 
@@ -143,9 +144,15 @@ def train(cfg: TrainConfig) -> Path:
     per_rank = len(train_x) // world
     steps = math.ceil(per_rank / local_batch)
     opt = torch.optim.AdamW(_param_groups(net, cfg.weight_decay), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.25
-    )
+    sched: torch.optim.lr_scheduler.OneCycleLR | TimedOneCycle
+    if cfg.schedule == "time":  # the cycle spans the time budget (or the epochs, if sooner)
+        if not cfg.time_budget:
+            raise ValueError("--schedule time needs --time-budget SECONDS")
+        sched = TimedOneCycle(opt, cfg.lr, cfg.epochs * steps, cfg.time_budget)
+    else:
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.25
+        )
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     history: list[dict[str, float]] = []
     best_acc, start_epoch = -1.0, 0
@@ -160,7 +167,7 @@ def train(cfg: TrainConfig) -> Path:
 
     tx, ty = torch.from_numpy(train_x), torch.from_numpy(train_y)
     m, s = torch.tensor(mean, device=device), torch.tensor(std, device=device)
-    amp = device.type == "cuda"
+    amp = device.type == "cuda" or cfg.bf16
     t_start = time.monotonic()
     for epoch in range(start_epoch, cfg.epochs):
         t_epoch = time.monotonic()
@@ -233,9 +240,11 @@ def train(cfg: TrainConfig) -> Path:
                 torch.save({k: ckpt[k] for k in ("state_dict", "model_args", "config", "data",
                                                  "epoch", "history")}, out / "best.pt")  # fmt: skip
         elapsed = time.monotonic() - t_start
+        # a timed schedule's budget counts the runs before a resume too
+        spent = sched.elapsed() if isinstance(sched, TimedOneCycle) else elapsed
         if cfg.time_budget and epoch + 1 < cfg.epochs:
             per_epoch = elapsed / (epoch + 1 - start_epoch)
-            if elapsed + per_epoch > cfg.time_budget:
+            if spent + per_epoch > cfg.time_budget:
                 if main:
                     log.warning("time budget %.0f s reached after epoch %d", cfg.time_budget,
                                 epoch + 1)  # fmt: skip
