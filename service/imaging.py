@@ -3,7 +3,9 @@
 Order matters: sniff the bytes -> open with the one Pillow plugin for that format -> pixel limit
 from the header, before any pixel is decoded -> first frame -> JPEG draft -> EXIF orientation ->
 16-bit scaled to 8 -> alpha composited over the model's background -> colour mode -> inversion of
-light-background photos for dark-background models -> resize per the model's policy. The
+light-background photos for dark-background models -> resize per the model's policy; for a
+model whose input asks for ``framing: "trim"``, photos of an object are framed the way its
+training pictures were instead (framing.py) and the last three steps are its. The
 224 px display picture (what CAM overlays are drawn on) is made only when asked for: without it,
 a plain classification decodes JPEGs at a smaller draft scale and skips a resize. Every
 failure is a ServiceError with a 4xx status; nothing a client sends can make this raise anything
@@ -26,6 +28,7 @@ import numpy.typing as npt
 from PIL import Image, ImageOps
 
 from .errors import ServiceError, TooManyPixels, UndecodableImage, UnsupportedMediaType
+from .framing import Framed, analysis_size, frame_object
 from .spec import InputSpec
 
 DISPLAY_SIDE = 224  # longest side of Prepared.display: big enough to see a heat map on
@@ -146,14 +149,16 @@ def _prepare(
         ready = _ready_as_is(im, spec, info)
         if ready is not None:
             return ready
-    # Without a display picture, decoding and shrinking only need to serve the model's input.
+    # Without a display picture, decoding and shrinking only need to serve the model's input;
+    # framing needs more: the object may be a small part of the photo.
     display_size = _display_size(spec) if want_display else model_size
+    decode_size = analysis_size(model_size) if spec.framing == "trim" else model_size
     orientation = _orientation(im)
     transposed = orientation in (5, 6, 7, 8)
     if draft and fmt == "JPEG":
-        _draft(im, model_size, display_size, spec.resize, transposed)
+        _draft(im, decode_size, display_size, spec.resize, transposed)
     im.load()
-    im = _shrink(im, model_size, display_size, spec.resize, transposed)
+    im = _shrink(im, decode_size, display_size, spec.resize, transposed)
     if orientation in range(2, 9):
         try:
             im = ImageOps.exif_transpose(im)
@@ -167,6 +172,12 @@ def _prepare(
     im, info["alpha_flattened"] = _flatten_alpha(im, bg)
     if im.mode not in ("L", "RGB"):
         im = im.convert("L" if im.mode == "1" else "RGB")
+
+    if spec.framing == "trim":
+        framed = frame_object(im, model_size, spec.background)
+        if isinstance(framed, Framed):
+            return _framed(im, framed, spec, info, display_size if want_display else None)
+        info["framing"] = framed
 
     # Inversion is decided on the picture's content: what the model sees of it, before padding.
     if spec.background == "dark" and _border_median(_content(im, model_size, spec.resize)) > 127:
@@ -188,6 +199,27 @@ def _prepare(
     return Prepared(pixels=np.ascontiguousarray(pixels), display=shown, info=info)
 
 
+def _framed(
+    im: Image.Image,
+    framed: Framed,
+    spec: InputSpec,
+    info: dict[str, Any],
+    display_size: tuple[int, int] | None,
+) -> Prepared:
+    """The framing policy's pixels; the display picture is the photo's crop, same geometry."""
+    info.update(framing=framed.report, inverted=framed.report["negated"], resize=spec.resize)
+    pixels = np.asarray(framed.pixels, dtype=np.uint8).reshape(spec.height, spec.width, 1)
+    shown = None
+    if display_size is not None:
+        crop = im.crop(framed.box).convert("RGB")
+        fit = _fit(crop, display_size, "pad", upscale=Image.Resampling.NEAREST)
+        colour = framed.background * 3 if len(framed.background) == 1 else framed.background
+        canvas = Image.new("RGB", display_size, colour)
+        canvas.paste(fit, ((display_size[0] - fit.width) // 2, (display_size[1] - fit.height) // 2))
+        shown = np.asarray(canvas)
+    return Prepared(pixels=np.ascontiguousarray(pixels), display=shown, info=info)
+
+
 def _ready_as_is(im: Image.Image, spec: InputSpec, info: dict[str, Any]) -> Prepared | None:
     """A PNG already at the model's size and mode (what MNIST-style clients send): decoded and
     used as it is, skipping the steps that would leave it unchanged. None when any of them
@@ -198,6 +230,11 @@ def _ready_as_is(im: Image.Image, spec: InputSpec, info: dict[str, Any]) -> Prep
     im.load()
     if "exif" in im.info:  # an eXIf chunk may carry an orientation
         return None
+    if spec.framing == "trim":
+        framed = frame_object(im, im.size, spec.background)
+        if isinstance(framed, Framed):
+            return None  # a photo to frame: the full path does it (and makes the same report)
+        info["framing"] = framed
     a = np.asarray(im, dtype=np.uint8).reshape(spec.height, spec.width, spec.channels)
     if spec.background == "dark" and _border_median(im) > 127:
         info["inverted"] = True

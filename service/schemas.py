@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
@@ -52,6 +52,62 @@ class Prediction(TypedDict):
     probability: Annotated[float, Field(ge=0, le=1, description="Calibrated probability.")]
 
 
+class Framing(TypedDict):
+    """The "trim" framing policy's findings (models whose input asks for it)."""
+
+    policy: Annotated[str, Field(description="The model's framing policy: trim.")]
+    applied: Annotated[
+        bool, Field(description="False: the picture already looked like the training data.")
+    ]
+    background: Annotated[
+        Literal["light", "dark"], Field(description="The background, from the border.")
+    ]
+    background_range: NotRequired[
+        Annotated[
+            list[float],
+            Field(
+                description="Darkest and brightest level (0-255) of the fitted background "
+                "surface: uneven light shows as a wide range."
+            ),
+        ]
+    ]
+    noise: NotRequired[
+        Annotated[float, Field(description="Noise of the background, in levels (robust sigma).")]
+    ]
+    tolerance: NotRequired[
+        Annotated[float, Field(description="Ink above the background, in levels, kept as object.")]
+    ]
+    reason: NotRequired[
+        Annotated[str | None, Field(description="Why the policy did less than all its steps.")]
+    ]
+    box: NotRequired[
+        Annotated[
+            list[int],
+            Field(
+                description="The object's box in the picture's pixels: x0, y0, x1, y1 (end excl.)."
+            ),
+        ]
+    ]
+    object_size: NotRequired[
+        Annotated[
+            list[int],
+            Field(
+                description="[width, height] of the object in the network input, centred on black."
+            ),
+        ]
+    ]
+    negated: NotRequired[
+        Annotated[bool, Field(description="Light background: the picture was negated.")]
+    ]
+    sharpened: NotRequired[
+        Annotated[bool, Field(description="Sharpened after shrinking, as the data was.")]
+    ]
+    gain: NotRequired[
+        Annotated[float, Field(description="Contrast gain bringing the brightest ink to 255.")]
+    ]
+    centred: NotRequired[bool]
+
+
 class Preprocessing(TypedDict):
     """What the service did to the picture before the network saw it."""
 
@@ -69,6 +125,15 @@ class Preprocessing(TypedDict):
     ]
     scaled_16bit: Annotated[bool, Field(description="16-bit samples scaled to 8 bits.")]
     resize: Annotated[str, Field(description="How the picture was fitted to the input size.")]
+    framing: NotRequired[
+        Annotated[
+            Framing,
+            Field(
+                description="Background flattened, object trimmed, sized and centred (framing "
+                "policy trim)."
+            ),
+        ]
+    ]
 
 
 class Grid(TypedDict):

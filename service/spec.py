@@ -23,6 +23,9 @@ class InputSpec:
     mode: Literal["L", "RGB"]
     resize: Literal["pad", "crop", "stretch"]
     background: Literal["dark", "light"] | None
+    # "trim": the training pictures are objects trimmed to their box, longest edge to the size,
+    # centred (Fashion-MNIST's conversion); photos are framed the same way (service/framing.py).
+    framing: Literal["trim"] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,10 @@ class ModelSpec:
             raise ModelError(where, f"input mode {inp.mode!r} with {inp.channels} channels")
         if inp.resize not in ("pad", "crop", "stretch"):
             raise ModelError(where, f"unknown resize policy {inp.resize!r}")
+        if inp.framing not in (None, "trim"):
+            raise ModelError(where, f"unknown framing policy {inp.framing!r}")
+        if inp.framing == "trim" and inp.mode != "L":
+            raise ModelError(where, "framing 'trim' makes grey pictures: the input mode must be L")
         cam = _cam(meta, layers, where)
         labels = meta["labels"]
         if not isinstance(labels, list) or not labels:
