@@ -107,6 +107,14 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default=None, help="default: the one the model was trained on")
     p.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images")
     p.add_argument("--no-card", action="store_true", help="print only; leave the card alone")
+    p.add_argument(
+        "--photos",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure the first N test pictures and their photo-like renditions through "
+        "the real service (training/photo_eval.py)",
+    )
 
 
 def train_command(args: argparse.Namespace) -> None:
@@ -225,8 +233,24 @@ def evaluate_command(args: argparse.Namespace) -> None:
     for row in result.per_class():
         print(f"{row['label']:>12}  precision {100 * row['precision']:5.1f} %  "
               f"recall {100 * row['recall']:5.1f} %")  # fmt: skip
+    photos = None
+    if args.photos:
+        from .photo_eval import evaluate_photos
+
+        n = min(args.photos, len(ds.test_x))
+        examples = None if args.no_card else path.parent / "photos.png"
+        photos = evaluate_photos(path, ds.test_x[:n], ds.test_y[:n], examples=examples)
+        print(json.dumps({"photos": photos.accuracy, "framed": photos.framed}))
     if not args.no_card:
-        print(f"card: {write_card(path, result)}")
+        card = write_card(path, result)
+        if photos is not None:
+            from .photo_eval import card_section
+
+            command = f"python -m training evaluate {path} --photos {args.photos}"
+            card.write_text(
+                f"{card.read_text()}\n" + "\n".join(card_section(photos, command)) + "\n"
+            )
+        print(f"card: {card}")
 
 
 def _command(argv: list[str]) -> str:

@@ -78,6 +78,9 @@ def layer_specs(net: ConvNet, height: int, width: int, channels: int) -> list[di
 
 
 RESIZE_POLICY = {"fashion-mnist": "pad", "mnist": "pad", "cifar10": "crop"}
+# Data sets whose pictures are objects trimmed to their box, longest edge to the size, centred:
+# the service frames photos the same way (service/framing.py).
+FRAMING = {"fashion-mnist": "trim"}
 
 
 def build_metadata(ckpt: dict[str, Any], net: ConvNet, version: str) -> dict[str, Any]:
@@ -94,6 +97,7 @@ def build_metadata(ckpt: dict[str, Any], net: ConvNet, version: str) -> dict[str
             "mode": data["mode"],
             "resize": RESIZE_POLICY.get(data["dataset"], "stretch"),
             "background": data.get("background"),
+            "framing": FRAMING.get(data["dataset"]),
         },
         "layers": layer_specs(net, data["height"], data["width"], data["channels"]),
         "cam": cam_entry("exact", net.feature_stages()[-1][0], EXACT_CAM),

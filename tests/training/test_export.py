@@ -75,7 +75,7 @@ def test_exported_model_meets_the_contract(exported: tuple[Path, Path]) -> None:
     assert meta["version"] == "9.9.9"
     assert meta["cam"]["kind"] == "exact" and meta["cam"]["layer"] == "conv3"
     assert meta["input"] == {"height": 28, "width": 28, "channels": 1, "mode": "L",
-                             "resize": "pad", "background": "dark"}  # fmt: skip
+                             "resize": "pad", "background": "dark", "framing": None}  # fmt: skip
     assert meta["recipe"]["command"].startswith("python -m training train --dataset mnist")
 
 
