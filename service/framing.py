@@ -78,7 +78,7 @@ def frame_object(
         [_surface(_solve(design[:, kept], a[ky, kx, c]), h, w) for c in range(a.shape[2])], -1
     )
     bg_gray = _luma(surface)
-    light = float(np.median(bg_gray[ring])) > 127
+    light = _object_is_darker(_box3(gray - bg_gray), ky, kx, float(np.median(bg_gray[ring])))
     # light: reflectance relative to the lit sheet, negated; dark: what stands above the table
     ink = 1.0 - _luma(a / np.maximum(surface, 1.0)) if light else (gray - bg_gray) / 255.0
     ink = np.clip(ink, 0.0, 1.0).astype(np.float32)
@@ -170,6 +170,20 @@ def _looks_like_training_data(im: Image.Image) -> bool:
         return False
     box = _bounding_box(a > 255 * TOLERANCE)
     return box is not None and max((box[2] - box[0]) / w, (box[3] - box[1]) / h) >= FILL_AS_IS
+
+
+def _object_is_darker(residual: np.ndarray, ky: np.ndarray, kx: np.ndarray, level: float) -> bool:
+    """Whether the object is darker than its background (a light sheet: negate), decided by
+    which way the pixels off the fitted surface go, not by the background's level alone: a
+    camera exposes a dark table under a small dark garment up to mid-grey. The level decides
+    only when too little stands out either way."""
+    noise = 1.4826 * _mad(residual[ky, kx])
+    step = max(255 * TOLERANCE, NOISE_SIGMAS * noise)
+    darker = int(np.count_nonzero(residual < -step))
+    lighter = int(np.count_nonzero(residual > step))
+    if darker + lighter < 0.005 * residual.size or 0.5 < darker / max(lighter, 1) < 2:
+        return level > 127
+    return darker > lighter
 
 
 def _analysis_copy(im: Image.Image, model_size: tuple[int, int]) -> Image.Image:

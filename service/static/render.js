@@ -59,16 +59,38 @@ export function describePreprocessing(prep, spec) {
       steps.push(`converted to ${mode}`);
     }
     const size = `${inp.width}×${inp.height}`;
-    steps.push((RESIZE[prep.resize] || ((s) => `resized to ${s}`))(size));
+    if (!prep.framing?.applied) steps.push((RESIZE[prep.resize] || ((s) => `resized to ${s}`))(size));
   }
   let sentence = `Received ${prep.format} ${prep.width}×${prep.height}`;
   if (steps.length) sentence += `; ${steps.join(", ")}`;
   sentence += ".";
+  const framed = describeFraming(prep.framing, inp);
+  if (framed) sentence += ` ${framed}`;
   if (prep.inverted) {
     sentence +=
       " Inverted: the picture has a light background, so the service flipped it to light on dark, like the pictures the model learned from.";
   }
   return sentence;
+}
+
+// The "trim" framing policy (photos framed the way the training pictures were), in sentences.
+function describeFraming(framing, inp) {
+  if (!framing?.applied) return "";
+  const [lo, hi] = framing.background_range || [];
+  const [x0, y0, x1, y1] = framing.box || [];
+  const [w, h] = framing.object_size || [];
+  const steps = [];
+  steps.push(
+    `Framed like the training pictures: a ${framing.background} background (levels ${lo}–${hi}` +
+      `${hi - lo > 20 ? ", unevenly lit" : ""}) flattened and brought to black`,
+  );
+  if (framing.box) steps.push(`the object trimmed to its box (${x1 - x0}×${y1 - y0} px at ${x0}, ${y0})`);
+  if (w && inp) steps.push(`scaled to ${w}×${h} and centred in ${inp.width}×${inp.height}`);
+  if (framing.sharpened) steps.push("sharpened");
+  if (framing.gain > 1) steps.push(`contrast ×${framing.gain}`);
+  let text = `${steps.join(", ")}.`;
+  if (framing.reason) text += ` (${framing.reason}.)`;
+  return text;
 }
 
 // Tile geometry inside a grid image. The grid may have a gap between tiles and a margin around

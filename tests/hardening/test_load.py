@@ -37,7 +37,7 @@ def test_short_soak_has_no_server_errors(server: Server) -> None:
     )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["status_5xx"] == 0, result
-    assert result["transport_errors"] == 0, result
+    assert result["transport_errors"] == 0, (result["errors"], server.log_path.read_text()[-4000:])
     assert result["unexpected"] == {}, result
     assert result["requests"] >= 64, result
     assert done.returncode == 0, done.stderr
