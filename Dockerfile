@@ -108,16 +108,14 @@ WORKDIR /app
 # Configuration is by environment (service/settings.py reads CONVSCOPE_*); these are the image's
 # defaults, and `docker run -e` / compose / Kubernetes override them. ORT_DISABLE_TELEMETRY:
 # onnxruntime's Linux telemetry would report to its vendor from the server, and warns at every
-# start that it cannot store a device id on the read-only root. One process per container: the
-# forked workers of service/workers.py exit at once inside the image (not yet diagnosed), and
-# replicas are the way this image scales.
+# start that it cannot store a device id on the read-only root. Workers: the service's default, one
+# per CPU the container may use (its cgroup quota: `docker run --cpus`), each with its share.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     CONVSCOPE_HOST=0.0.0.0 \
     CONVSCOPE_PORT=8000 \
     CONVSCOPE_MODEL_DIR=/app/models \
-    CONVSCOPE_WORKERS=1 \
     ORT_DISABLE_TELEMETRY=1
 USER 10001:10001
 EXPOSE 8000

@@ -147,6 +147,7 @@ class Supervisor:
         return self.status
 
     def _spawn(self, index: int) -> None:
+        supervisor = os.getpid()  # 1 in a container, where the supervisor is the init process
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
@@ -155,7 +156,7 @@ class Supervisor:
                     signal.signal(sig, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
                 _die_with_parent()
-                if os.getppid() == 1:  # the supervisor died before the line above
+                if os.getppid() != supervisor:  # it died before the line above took effect
                     os._exit(1)
                 code = self.serve(index)
             except BaseException:

@@ -99,10 +99,11 @@ def test_api_is_hardened_limited_and_health_checked(
     assert seconds(api["stop_grace_period"]) > graceful_shutdown_s(env) + 5
     limits = api["deploy"]["resources"]["limits"]
     assert float(limits["cpus"]) > 0 and re.fullmatch(r"\d+[mg]", limits["memory"])
-    assert env["CONVSCOPE_WORKERS"] == "1"
-    # onnxruntime's thread pool sized to the CPU limit, not to the host's cores.
-    assert float(env["CONVSCOPE_INTRA_OP_THREADS"] or 0) == float(limits["cpus"])
-    assert float(env["CONVSCOPE_DECODE_THREADS"] or 0) == 2 * float(limits["cpus"])
+    # A worker per CPU of the limit, one onnxruntime thread each: not the host's cores.
+    workers = int(env["CONVSCOPE_WORKERS"] or 0)
+    assert workers == float(limits["cpus"])
+    assert workers * int(env["CONVSCOPE_INTRA_OP_THREADS"] or 0) == float(limits["cpus"])
+    assert workers * int(env["CONVSCOPE_DECODE_THREADS"] or 0) == 2 * float(limits["cpus"])
     # Optional settings pass through unset, so the service's defaults apply.
     assert env["CONVSCOPE_API_KEYS"] is None
 
@@ -126,7 +127,7 @@ def test_environment_values_are_accepted_by_the_settings(
             monkeypatch.setenv(key, value)
     monkeypatch.setenv("CONVSCOPE_MODEL_DIR", str(ROOT / "models"))
     settings = Settings()
-    assert settings.workers == 1 and settings.intra_op_threads == 2
+    assert settings.workers == 2 and settings.intra_op_threads == 1 and settings.decode_threads == 2
 
 
 def test_train_profile_retrains_into_models(

@@ -128,9 +128,9 @@ def test_probes_security_and_resources(resources: dict[str, Any], stages: dict[s
     resources_ = container["resources"]
     assert {"cpu", "memory"} <= set(resources_["requests"]) and "memory" in resources_["limits"]
     env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["CONVSCOPE_WORKERS"] == "1"
-    assert int(env["CONVSCOPE_INTRA_OP_THREADS"]) == int(resources_["limits"]["cpu"])
-    assert int(env["CONVSCOPE_DECODE_THREADS"]) == 2 * int(resources_["limits"]["cpu"])
+    cpus, workers = int(resources_["limits"]["cpu"]), int(env["CONVSCOPE_WORKERS"])
+    assert workers == cpus and workers * int(env["CONVSCOPE_INTRA_OP_THREADS"]) == cpus
+    assert workers * int(env["CONVSCOPE_DECODE_THREADS"]) == 2 * cpus
     # Draining fits in the grace period: preStop pause + the server's graceful shutdown.
     pause = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
     assert pod["terminationGracePeriodSeconds"] > pause + graceful_shutdown_s(env)

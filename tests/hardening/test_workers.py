@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 from hardening_harness import png_bytes
 
 from service.cpus import available_cpus
-from tests.server import Server, children, run_server
+from tests.server import Server, children, free_port, run_server, service_command, start
 
 pytestmark = pytest.mark.e2e
 
@@ -179,3 +180,34 @@ def test_killing_the_supervisor_takes_the_workers_with_it() -> None:
         wait_for(lambda: not any(running(p) for p in workers), timeout=20)
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{server.url}/healthz", timeout=2)
+
+
+def test_workers_run_under_a_supervisor_that_is_pid_1() -> None:
+    """In a container the supervisor is the init process (PID 1) of its PID namespace, as here
+    under ``unshare --pid``: its workers must serve there too, not take it for a dead parent."""
+    try:
+        probe = subprocess.run(["unshare", "--pid", "--fork", "true"], capture_output=True)
+    except FileNotFoundError:
+        pytest.skip("no unshare (util-linux)")
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a PID namespace here: {probe.stderr.decode().strip()}")
+    port = free_port()
+    command = ["unshare", "--pid", "--fork", "--kill-child", *service_command(port)]
+    server = start(command, port=port, env={"CONVSCOPE_WORKERS": str(WORKERS)})
+    try:
+        server.wait_ready()
+        (supervisor,) = children(server.process.pid)
+        status = Path(f"/proc/{supervisor}/status").read_text()
+        assert re.search(r"^NSpid:\t\d+\t1$", status, re.M), status  # PID 1 in its namespace
+        workers = children(supervisor)
+        assert len(workers) == WORKERS
+        time.sleep(2)  # long enough for a worker that exits at once to have done so
+        assert children(supervisor) == workers, server.log()[-2000:]
+        for worker in workers:
+            with only(worker, workers):
+                assert classify(server)["results"][0]["predictions"]
+        assert "exited with" not in server.log()
+        os.kill(supervisor, signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0, server.log()[-2000:]
+    finally:
+        server.stop()
