@@ -105,10 +105,16 @@ def frame_object(
         return report
 
     if not light:
-        # Light adds up in linear light: the table's glow is subtracted there (sRGB ~ 2.2),
-        # not from gamma-encoded values, which would flatten the garment's mid-tones.
+        # In linear light (sRGB ~ 2.2, not gamma-encoded values, which would flatten the
+        # garment's mid-tones) the table's glow is subtracted and what stands above it divided
+        # by the table: the lamp lights garment and table alike, so this flat-fields its
+        # uneven light as the division does for a light sheet. The brightest ink is then 1.
         lin, table = (gray / 255.0) ** GAMMA, (bg_gray / 255.0) ** GAMMA
-        ink = np.clip((lin - table) / np.maximum(1 - table, 1e-3), 0, 1) ** (1 / GAMMA)
+        ratio = np.maximum(lin - table, 0) / np.maximum(table, 1e-3)
+        inside = ratio[smooth > tolerance]
+        top = float(np.percentile(inside, 99.5)) if inside.size else 0.0
+        if top > 0:
+            ink = np.clip(ratio / top, 0, 1) ** (1 / GAMMA)
     ink = np.where(smooth > tolerance, ink, 0.0)  # the background brought to black
     crop = Image.fromarray(np.rint(ink[y0:y1, x0:x1] * 255).astype(np.uint8), mode="L")
     tw, th = model_size

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import ModelError, NotFound
+from .plain_graph import keep_outputs
 from .runtime import INPUT_NAME, ModelRuntime, open_session
 from .spec import ModelSpec
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
+PLAIN_OUTPUT = "probabilities"  # what a plain classification asks for
 PREFERRED_DEFAULT = "fashion-mnist"
 
 
@@ -95,15 +97,39 @@ def warm_up(runtime: ModelRuntime, spec: ModelSpec, path: Path) -> None:
     """One inference on a blank picture: proves the graph runs and its softmax is a softmax."""
     blank = np.zeros((1, spec.input.height, spec.input.width, spec.input.channels), np.uint8)
     try:
-        probs = runtime.session.run(["probabilities"], {INPUT_NAME: blank})[0]
-        if runtime.lone_session is not None:
-            runtime.lone_session.run(["probabilities"], {INPUT_NAME: blank})
+        probs = runtime.session.run([PLAIN_OUTPUT], {INPUT_NAME: blank})[0]
+        for other in (runtime.plain_session, runtime.lone_session):
+            # fused kernels sum in another order: equal within float32 rounding, not bitwise
+            if other is not None and not np.allclose(
+                other.run([PLAIN_OUTPUT], {INPUT_NAME: blank})[0], probs, rtol=0, atol=1e-5
+            ):
+                raise ModelError(path, "the plain graph's probabilities differ from the model's")
     except Exception as exc:
         raise ModelError(path, f"warm-up inference failed ({_first_line(exc)})") from exc
     if probs.shape != (1, len(spec.labels)):
         raise ModelError(path, f"warm-up gave probabilities of shape {list(probs.shape)}")
     if not np.all(np.isfinite(probs)) or abs(float(probs.sum()) - 1) > 1e-3:
         raise ModelError(path, "warm-up probabilities are not a distribution (sum != 1)")
+
+
+def plain_graph(
+    path: Path, session: onnxruntime.InferenceSession, settings: Settings
+) -> tuple[bytes | None, onnxruntime.InferenceSession | None]:
+    """The model with ``probabilities`` as its only output (service/plain_graph.py) and its
+    batching session; (None, None) where that gains nothing (no other output) or cannot be made
+    (weights in external files, which a session made from bytes cannot find; bytes the edit
+    cannot walk): then the full graph serves every request, as it can."""
+    if [o.name for o in session.get_outputs()] == [PLAIN_OUTPUT]:
+        return None, None
+    try:
+        plain = keep_outputs(path.read_bytes(), frozenset({PLAIN_OUTPUT}))
+        plain_session = open_session(plain, settings.providers, settings.intra_op_threads)
+    except Exception as exc:  # any failure: the full graph serves them
+        log.info("%s: the full graph serves plain classifications (%s)", path, _first_line(exc))
+        return None, None
+    if [o.name for o in plain_session.get_outputs()] != [PLAIN_OUTPUT]:
+        return None, None
+    return plain, plain_session
 
 
 def _first_line(exc: BaseException) -> str:
@@ -124,9 +150,11 @@ def load_model(
         raise ModelError(path, f"not a loadable ONNX model ({_first_line(exc)})") from exc
     spec = ModelSpec.from_metadata(name, session.get_modelmeta().custom_metadata_map, path)
     check_contract(session, spec, path)
+    plain, plain_session = plain_graph(path, session, settings)
     lone = None
     if settings.lone_threads and settings.providers[0] == "CPUExecutionProvider":
-        lone = open_session(path, settings.providers, settings.lone_threads, spinning=True)
+        lone_graph = path if plain is None else plain
+        lone = open_session(lone_graph, settings.providers, settings.lone_threads, spinning=True)
     runtime = ModelRuntime(
         session,
         name,
@@ -134,6 +162,7 @@ def load_model(
         batch_delay_ms=settings.batch_delay_ms,
         metrics=metrics,
         lone_session=lone,
+        plain_session=plain_session,
     )
     warm_up(runtime, spec, path)
     return LoadedModel(name=name, path=path, spec=spec, runtime=runtime)

@@ -51,7 +51,11 @@ class Source(Protocol[P]):
 
 
 def open_session(
-    path: Path, providers: Sequence[str], intra_op_threads: int = 1, *, spinning: bool = False
+    model: Path | bytes,
+    providers: Sequence[str],
+    intra_op_threads: int = 1,
+    *,
+    spinning: bool = False,
 ) -> onnxruntime.InferenceSession:
     """``spinning=False`` for the batching session: idle pool threads would spin waiting for
     work, taking the CPU that the event loop and the decoding threads need (benchmarks/README.md:
@@ -63,7 +67,8 @@ def open_session(
     options.intra_op_num_threads = intra_op_threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.log_severity_level = 3  # errors only: no provider chatter on stderr
-    return onnxruntime.InferenceSession(str(path), sess_options=options, providers=list(providers))
+    source = model if isinstance(model, bytes) else str(model)
+    return onnxruntime.InferenceSession(source, sess_options=options, providers=list(providers))
 
 
 @dataclass(eq=False)
@@ -85,9 +90,17 @@ class ModelRuntime:
         batch_delay_ms: float = 2.0,
         metrics: Metrics | None = None,
         lone_session: onnxruntime.InferenceSession | None = None,
+        plain_session: onnxruntime.InferenceSession | None = None,
     ) -> None:
         self.session, self.name = session, name
-        self.lone_session = lone_session  # for run_inline; None: lone pictures batch as usual
+        # for run_inline; None: lone pictures batch as usual. Like plain_session, its graph
+        # may have only the plain outputs: it runs only requests that ask for no more.
+        self.lone_session = lone_session
+        # The graph cut down to the plain outputs (service/plain_graph.py): faster for them.
+        self.plain_session = plain_session
+        self.plain_outputs = frozenset(
+            o.name for o in (plain_session or lone_session or session).get_outputs()
+        )
         self.max_batch, self.batch_delay = max_batch, batch_delay_ms / 1000
         self.metrics = metrics
         self.output_names = [o.name for o in session.get_outputs()]
@@ -125,12 +138,20 @@ class ModelRuntime:
         self, pixels: np.ndarray, outputs: Sequence[str], *, lone: bool = False
     ) -> dict[str, np.ndarray]:
         """Blocking call, no batching (warm-up, checks). Safe from any thread."""
-        session = self.lone_session if lone and self.lone_session is not None else self.session
+        session = self._session_for(outputs, lone)
         start = time.perf_counter()
         arrays = session.run(list(outputs), {INPUT_NAME: pixels})
         if self.metrics is not None:
             self.metrics.observe_batch(self.name, len(pixels), time.perf_counter() - start)
         return dict(zip(outputs, arrays, strict=True))
+
+    def _session_for(self, outputs: Sequence[str], lone: bool) -> onnxruntime.InferenceSession:
+        plain = self.plain_outputs.issuperset(outputs)
+        if lone and plain and self.lone_session is not None:
+            return self.lone_session
+        if plain and self.plain_session is not None:
+            return self.plain_session
+        return self.session
 
     def _check(self, pixels: np.ndarray, outputs: Sequence[str]) -> None:
         unknown = [o for o in outputs if o not in self.output_names]

@@ -39,7 +39,13 @@ def write_card(model_path: Path, result: EvalResult | None) -> Path:
         "## Model",
         f"- Input: uint8 `[N, {inp['height']}, {inp['width']}, {inp['channels']}]` "
         f"({inp['mode']}), "
-        f"resize `{inp['resize']}`, background `{inp['background']}`; scaling, normalisation "
+        f"resize `{inp['resize']}`, background `{inp['background']}`"
+        + (
+            f", framing `{inp['framing']}` (photos framed like the training pictures)"
+            if inp.get("framing")
+            else ""
+        )
+        + "; scaling, normalisation "
         "(mean {m}, std {s}) and the temperature are inside the graph.".format(
             m=recipe.get("normalization", {}).get("mean"),
             s=recipe.get("normalization", {}).get("std"),

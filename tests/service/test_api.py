@@ -147,6 +147,12 @@ def test_probabilities_equal_the_model_on_the_same_pixels(
         "inverted": False,
         "scaled_16bit": False,
         "resize": "none",
+        "framing": {
+            "policy": "trim",
+            "applied": False,
+            "background": "dark",
+            "reason": "dark background, object spans the frame: used as it is",
+        },
     }
     seen = decode_data_url(result["input_image"])
     np.testing.assert_array_equal(np.asarray(seen), shirt)

@@ -100,6 +100,12 @@ def test_model_input_of_a_28x28_png_is_the_original_bytes(items: np.ndarray) -> 
             "inverted": False,
             "scaled_16bit": False,
             "resize": "none",
+            "framing": {
+                "policy": "trim",
+                "applied": False,
+                "background": "dark",
+                "reason": "dark background, object spans the frame: used as it is",
+            },
         }
 
 
