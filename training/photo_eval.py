@@ -3,7 +3,8 @@
 The model is served by ``python -m service`` in a child process on a loopback port and every
 picture goes over HTTP as a client would send it: the originals as PNG, the renditions
 (training/photos.py) as the JPEGs a phone makes. No service code is imported: what is measured
-is what a user gets, framing policy and all.
+is what a user gets, framing policy and all. The server is started by the project's one server
+harness (tests/server.py), so this runs from a checkout of the repository.
 """
 
 from __future__ import annotations
@@ -11,10 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +30,6 @@ from PIL import Image
 from .photos import KINDS, contact_sheet, render_set
 
 PER_REQUEST = 16  # the service's default CONVSCOPE_MAX_IMAGES
-STARTUP_S = 120.0
 
 
 @dataclass
@@ -44,52 +41,21 @@ class PhotoResult:
     framed: dict[str, float] = field(default_factory=dict)  # share the framing policy framed
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def serving(model: Path) -> Iterator[str]:
-    """The model alone in a temporary model folder, served on loopback; yields the base URL."""
+    """The model alone in a temporary model folder, served on loopback by the project's one
+    server harness (tests/server.py); yields the base URL."""
+    root = str(Path(__file__).resolve().parents[1])  # the checkout, where tests/ lives
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from tests.server import run_server
+
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / model.parent.name
         folder.mkdir()
         shutil.copy(model, folder / "model.onnx")
-        port = _free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVSCOPE_")}
-        cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
-        cmd += ["--model-dir", tmp, "--log-level", "warning"]
-        log = open(Path(tmp) / "service.log", "wb")  # noqa: SIM115 (closed below)
-        process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_ready(url, process, Path(tmp) / "service.log")
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            log.close()
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the service exited ({process.returncode}): {log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"the service was not ready within {STARTUP_S:.0f} s")
+        with run_server(tmp, env={"CONVSCOPE_LOG_LEVEL": "warning"}) as server:
+            yield server.url
 
 
 def classify(url: str, model: str, pictures: list[bytes], input_image: bool = False) -> list[dict]:
