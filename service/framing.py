@@ -10,8 +10,10 @@ product thumbnail in ways that conversion never met, so each step is adapted:
    along the border, so a lamp that lights one side more is followed, not averaged; ring pixels
    the object covers are rejected as outliers.
 2. flat-field: a light background is divided out (light falls on the object as on the sheet,
-   so this also removes the tint) and negated; a dark one is subtracted in linear light. Either
-   way the background lands at 0, black like the training pictures, and the object is "ink".
+   so this also removes the tint) and negated; a dark one is subtracted in linear light and what
+   stands above it divided by it. Either way the background lands at 0, black like the training
+   pictures, and the object is "ink". Which of the two it is: whether the object is darker or
+   lighter than the fitted surface.
 3. trim: the bounding box of the ink above the tolerance (5 %, or 4 sigma of the border's noise
    when that is more), on a 3x3-smoothed copy, counting only rows and columns with enough of it.
 4. the background outside the tolerance set to exactly 0; the box resized, longest edge to the
@@ -19,7 +21,8 @@ product thumbnail in ways that conversion never met, so each step is adapted:
    Fashion-MNIST picture reaches 254-255); centred on black.
 
 A picture that already looks like the training data (dark, black background, object spanning
-the frame) is left alone: ``frame_object`` returns None and the caller goes on as before.
+the frame) is left alone: ``frame_object`` returns its report alone and the caller goes on as
+before.
 """
 
 from __future__ import annotations

@@ -232,8 +232,8 @@ def _ready_as_is(im: Image.Image, spec: InputSpec, info: dict[str, Any]) -> Prep
         return None
     if spec.framing == "trim":
         framed = frame_object(im, im.size, spec.background)
-        if isinstance(framed, Framed):
-            return None  # a photo to frame: the full path does it (and makes the same report)
+        if isinstance(framed, Framed):  # what the full path would make of it, analysed once
+            return _framed(im, framed, spec, info, None)
         info["framing"] = framed
     a = np.asarray(im, dtype=np.uint8).reshape(spec.height, spec.width, spec.channels)
     if spec.background == "dark" and _border_median(im) > 127:

@@ -93,14 +93,12 @@ class ModelRuntime:
         plain_session: onnxruntime.InferenceSession | None = None,
     ) -> None:
         self.session, self.name = session, name
-        # for run_inline; None: lone pictures batch as usual. Like plain_session, its graph
-        # may have only the plain outputs: it runs only requests that ask for no more.
+        # for run_inline; None: lone pictures batch as usual. It runs the plain graph when
+        # there is one, so it takes only requests that ask for no more than its outputs.
         self.lone_session = lone_session
         # The graph cut down to the plain outputs (service/plain_graph.py): faster for them.
         self.plain_session = plain_session
-        self.plain_outputs = frozenset(
-            o.name for o in (plain_session or lone_session or session).get_outputs()
-        )
+        self.plain_outputs = frozenset(o.name for o in (plain_session or session).get_outputs())
         self.max_batch, self.batch_delay = max_batch, batch_delay_ms / 1000
         self.metrics = metrics
         self.output_names = [o.name for o in session.get_outputs()]
