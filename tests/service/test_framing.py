@@ -64,9 +64,10 @@ def test_pictures_like_the_training_data_are_left_exactly_as_they_were(
 def test_a_photo_is_trimmed_sized_centred_on_black_and_looks_like_the_original(
     test_pictures: np.ndarray, kind: str
 ) -> None:
-    scores = []
-    for i, a in enumerate(test_pictures[:40]):
-        p = prepared(photo(a, kind, i))
+    scores = []  # over 200 pictures: the median of 40 sat in a gap (0.80 or 0.83 by chance)
+    for i, a in enumerate(test_pictures):
+        data = photo(a, kind, i)
+        p = prepared(data)
         report = p.info["framing"]
         assert report["applied"] is True, report
         assert report["background"] == kind
@@ -78,7 +79,7 @@ def test_a_photo_is_trimmed_sized_centred_on_black_and_looks_like_the_original(
         assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 >= 25
         assert abs(rows[0] - (27 - rows[-1])) <= 2 and abs(cols[0] - (27 - cols[-1])) <= 2
         assert g.max() >= 250  # the brightest ink at 255, like every Fashion-MNIST picture
-        plain = prepared(photo(a, kind, i), PLAIN)  # what the service did before the policy
+        plain = prepared(data, PLAIN)  # what the service did before the policy
         scores.append((correlation(g, a), correlation(plain.pixels[:, :, 0], a)))
     framed, before = np.median(np.array(scores), axis=0)
     assert framed > 0.8, framed  # rotated by up to 6 degrees and resampled twice
