@@ -75,12 +75,12 @@ def frame_object(
         a = a[..., None]
     h, w, _ = a.shape
     gray = _luma(a)
-    ring, yy, xx, design = _ring(h, w)
-    kept = _background_pixels(gray[yy, xx], design)
+    ring, yy, xx, design, pairs = _ring(h, w)
+    kept, coef = _background_fit(gray[yy, xx], design, pairs)
     ky, kx = yy[kept], xx[kept]
     # One surface, of the grey: the light's tint scales garment and sheet alike, so the grey
     # ratio below removes it as per-channel ratios would, at a third of the cost.
-    bg_gray = _surface(_solve(design[:, kept], gray[ky, kx]), h, w)
+    bg_gray = _surface(coef, h, w)
     light = _object_is_darker(_box3(gray - bg_gray), ky, kx, _median(bg_gray[ring]))
     # light: reflectance relative to the lit sheet, negated; dark: what stands above the table
     ink = 1.0 - gray / np.maximum(bg_gray, 1.0) if light else (gray - bg_gray) / 255.0
@@ -208,9 +208,10 @@ def _analysis_copy(im: Image.Image, model_size: tuple[int, int]) -> Image.Image:
 
 
 @functools.lru_cache(maxsize=256)
-def _ring(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The border ring's mask, rows, columns and quadratic design [6, n] (1, u, v, u^2, v^2,
-    uv): fixed for a picture size, and photos come in a few sizes, so made once for each."""
+def _ring(h: int, w: int) -> tuple[np.ndarray, ...]:
+    """The border ring's mask, rows, columns, quadratic design [6, n] (1, u, v, u^2, v^2, uv)
+    and the design's products [36, n] (the normal equations' terms): fixed for a picture size,
+    and photos come in a few sizes, so made once for each."""
     t = max(1, round(min(h, w) * RING))
     ring = np.zeros((h, w), dtype=bool)
     ring[:t] = ring[-t:] = True
@@ -219,9 +220,10 @@ def _ring(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
     u, v = _coordinates(h, w)
     uk, vk = u[0, xx], v[yy, 0]
     design = np.stack([np.ones_like(uk), uk, vk, uk * uk, vk * vk, uk * vk])
-    for a in (ring, yy, xx, design):
+    pairs = (design[:, None, :] * design[None, :, :]).reshape(36, -1)
+    for a in (ring, yy, xx, design, pairs):
         a.flags.writeable = False  # shared by every call
-    return ring, yy, xx, design
+    return ring, yy, xx, design, pairs
 
 
 def _median(v: np.ndarray) -> float:
@@ -248,14 +250,18 @@ def _coordinates(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return u, v
 
 
-def _background_pixels(gray_ring: np.ndarray, design: np.ndarray) -> np.ndarray:
-    """Which ring pixels are background: robust fits, rejecting what the object covers.
+def _background_fit(
+    gray_ring: np.ndarray, design: np.ndarray, pairs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which ring pixels are background, and the surface fitted to them: robust fits,
+    rejecting what the object covers.
 
     Starts from the median level; each round fits the surface to the pixels kept and keeps
     those within 3 robust sigmas (at least 2 levels) of it.
     """
     kept = np.ones(gray_ring.shape, dtype=bool)
     model = np.full(gray_ring.shape, _median(gray_ring))
+    coef = None
     for _ in range(3):
         residual = gray_ring - model
         scale = max(2.0, 3 * 1.4826 * _mad(residual[kept]))
@@ -263,17 +269,24 @@ def _background_pixels(gray_ring: np.ndarray, design: np.ndarray) -> np.ndarray:
         if new.sum() < max(12, 0.25 * len(gray_ring)):
             break
         kept = new
-        model = np.einsum("i,in->n", _solve(design[:, kept], gray_ring[kept]), design)
-    return kept
+        coef = _solve(design, pairs, kept, gray_ring)
+        model = np.einsum("i,in->n", coef, design)
+    if coef is None:
+        coef = _solve(design, pairs, kept, gray_ring)
+    return kept, coef
 
 
-def _solve(design: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Least squares by the normal equations, summed with einsum: no BLAS call, whose threads
-    only spin on a busy machine (numpy's lstsq took 30 ms here on a loaded 2-core box)."""
-    if design.shape[1] < 12:  # too little background to fit a slope to: its level alone
-        return np.array([_median(target), 0, 0, 0, 0, 0])
-    normal = np.einsum("in,jn->ij", design, design) + 1e-9 * np.eye(6)
-    return np.linalg.solve(normal, np.einsum("in,n->i", design, target.astype(np.float64)))
+def _solve(
+    design: np.ndarray, pairs: np.ndarray, kept: np.ndarray, target: np.ndarray
+) -> np.ndarray:
+    """Least squares over the ``kept`` columns by the normal equations, summed with einsum as
+    weighted sums of the cached products: no BLAS call, whose threads only spin on a busy
+    machine (numpy's lstsq took 30 ms here on a loaded 2-core box), and no copy of the kept."""
+    weight = kept.astype(np.float64)
+    if np.count_nonzero(kept) < 12:  # too little background to fit a slope to: its level alone
+        return np.array([_median(target[kept]), 0, 0, 0, 0, 0])
+    normal = np.einsum("kn,n->k", pairs, weight).reshape(6, 6) + 1e-9 * np.eye(6)
+    return np.linalg.solve(normal, np.einsum("in,n->i", design, weight * target))
 
 
 def _surface(coef: np.ndarray, h: int, w: int) -> np.ndarray:
