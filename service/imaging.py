@@ -152,17 +152,13 @@ def _prepare(
     # Without a display picture, decoding and shrinking only need to serve the model's input;
     # framing needs more: the object may be a small part of the photo.
     display_size = _display_size(spec) if want_display else model_size
-    trim = spec.framing == "trim"
+    decode_size = analysis_size(model_size) if spec.framing == "trim" else model_size
     orientation = _orientation(im)
     transposed = orientation in (5, 6, 7, 8)
     if draft and fmt == "JPEG":
-        # Framing analyses a box average of the decoded picture, which a reduced decode
-        # already is: it needs the analysis size itself, not twice it.
-        need, oversample = (analysis_size(model_size), 1) if trim else (model_size, 2)
-        _draft(im, need, display_size, spec.resize, transposed, oversample)
+        _draft(im, decode_size, display_size, spec.resize, transposed)
     im.load()
-    keep = analysis_size(model_size) if trim else model_size
-    im = _shrink(im, keep, display_size, spec.resize, transposed)
+    im = _shrink(im, decode_size, display_size, spec.resize, transposed)
     if orientation in range(2, 9):
         try:
             im = ImageOps.exif_transpose(im)
@@ -342,17 +338,15 @@ def _draft(
     display_size: tuple[int, int],
     policy: str,
     transposed: bool,
-    oversample: int = 2,
 ) -> None:
-    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale, keeping at least ``oversample`` times the
-    model's resolution (twice: the antialiased resize still has detail to average) and the
-    display's."""
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale, keeping at least twice the model's
+    resolution (so the antialiased resize still has detail to average) and the display's."""
     w, h = im.size
     if transposed:
         w, h = h, w
     mw, mh = _fit_size((w, h), model_size, policy)
     dw, dh = _fit_size((w, h), display_size, policy)
-    need = (math.ceil(max(oversample * mw, dw)), math.ceil(max(oversample * mh, dh)))
+    need = (math.ceil(max(2 * mw, dw)), math.ceil(max(2 * mh, dh)))
     if transposed:
         need = (need[1], need[0])
     if need[0] < im.size[0] // 2 and need[1] < im.size[1] // 2:
