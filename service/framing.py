@@ -207,11 +207,12 @@ def _analysis_copy(im: Image.Image, model_size: tuple[int, int]) -> Image.Image:
     return im.resize(size, Image.Resampling.BOX)  # an average: the noise estimate stays honest
 
 
-@functools.lru_cache(maxsize=256)
+# ~0.5 MB an entry at 112 px; a camera's photos come in one or two sizes
+@functools.lru_cache(maxsize=16)
 def _ring(h: int, w: int) -> tuple[np.ndarray, ...]:
     """The border ring's mask, rows, columns, quadratic design [6, n] (1, u, v, u^2, v^2, uv)
     and the design's products [36, n] (the normal equations' terms): fixed for a picture size,
-    and photos come in a few sizes, so made once for each."""
+    so made once for each."""
     t = max(1, round(min(h, w) * RING))
     ring = np.zeros((h, w), dtype=bool)
     ring[:t] = ring[-t:] = True
@@ -240,7 +241,7 @@ def _median(v: np.ndarray) -> float:
 
 
 def _mad(v: np.ndarray) -> float:
-    return _median(np.abs(v - _median(v))) if v.size else 0.0
+    return _median(np.abs(v - _median(v)))
 
 
 def _coordinates(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -282,9 +283,9 @@ def _solve(
     """Least squares over the ``kept`` columns by the normal equations, summed with einsum as
     weighted sums of the cached products: no BLAS call, whose threads only spin on a busy
     machine (numpy's lstsq took 30 ms here on a loaded 2-core box), and no copy of the kept."""
-    weight = kept.astype(np.float64)
     if np.count_nonzero(kept) < 12:  # too little background to fit a slope to: its level alone
         return np.array([_median(target[kept]), 0, 0, 0, 0, 0])
+    weight = kept.astype(np.float64)
     normal = np.einsum("kn,n->k", pairs, weight).reshape(6, 6) + 1e-9 * np.eye(6)
     return np.linalg.solve(normal, np.einsum("in,n->i", design, weight * target))
 
@@ -298,8 +299,6 @@ def _surface(coef: np.ndarray, h: int, w: int) -> np.ndarray:
 
 def _box3(a: np.ndarray) -> np.ndarray:
     """3x3 mean, edges repeated: separable, in place (np.pad and nine shifted sums cost twice)."""
-    if min(a.shape) < 2:
-        return a.astype(np.float32)
     row = a.astype(np.float32)
     row[:, 1:] += a[:, :-1]
     row[:, :-1] += a[:, 1:]
