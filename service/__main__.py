@@ -49,6 +49,13 @@ def fail(message: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .workers import SIGNALS, shared_metrics
+
+    # Blocked before the imports below start threads (onnxruntime's, OpenBLAS's), which keep
+    # this mask: the signals then reach the main thread alone. A supervisor that is PID 1 (in a
+    # container) otherwise loses one the kernel hands such a thread, as init drops a signal it
+    # has no handler for, and a SIGTERM then never stops the service.
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     from pydantic import ValidationError
 
     from .settings import Settings, describe_error
@@ -59,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         return fail(f"cannot start: {describe_error(exc)}")
     if settings.workers == 1:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # uvicorn's handlers take them
         return serve_one(settings, uvicorn_options(settings))
-    from .workers import shared_metrics
 
     with shared_metrics():  # before prometheus_client is imported (by the logs and the app)
         return serve_many(settings, uvicorn_options(settings))
