@@ -122,6 +122,7 @@ def serve_many(settings: Settings, options: dict[str, Any]) -> int:
     check (service/workers.py): each loads its own sessions and batcher."""
     import uvicorn
 
+    from . import balance
     from .app import create_app
     from .errors import ModelError
     from .registry import load_all, pick_default
@@ -144,15 +145,20 @@ def serve_many(settings: Settings, options: dict[str, Any]) -> int:
     # one that is waiting. A socket per worker (SO_REUSEPORT, spread by a hash) was no faster
     # (benchmarks/README.md), cannot share a port 0, and loses its backlog when a worker dies.
     sock = config.bind_socket()
+    # ... and whichever wakes first takes every connection queued: service/balance.py evens out
+    # the kept-alive ones.
+    shares = balance.Balance(settings.workers)
+    balance.install(shares)
 
     def serve(index: int) -> int:
+        shares.join(index)
         server = uvicorn.Server(config)
         quiet_exit_signals()
         server.run(sockets=[sock])
         return 0 if server.started else STARTUP_FAILED
 
     gc.freeze()  # shared with the workers, copy-on-write, and out of their full passes
-    return Supervisor(settings.workers, serve, settings.graceful_shutdown_s).run()
+    return Supervisor(settings.workers, serve, settings.graceful_shutdown_s, shares.left).run()
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from . import balance
 from .edge import error_body
 from .errors import RequestTimeout
 
@@ -100,6 +101,8 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
         self._lingering = False
         self._lingered = 0
         self._raw: asyncio.Transport | None = None
+        self._balance = balance.current()  # None with one process
+        self._moving = False  # told to close, for another worker to take the client's next
 
     def _arm(self, seconds: float, callback: Any) -> None:
         self._disarm()
@@ -115,6 +118,8 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
         self._raw = transport
         self.transport = _CycleTransport(transport, self)  # type: ignore[assignment]
         self._arm(self.header_timeout, self._headers_late)
+        if self._balance is not None:
+            self._balance.opened()
 
     def data_received(self, data: bytes) -> None:
         if self._lingering:  # answered and closing: discard what the client still sends
@@ -139,6 +144,17 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         self._arm(self.body_timeout + BACKSTOP_GRACE_S, self._message_late)
+        cycle = self.cycle
+        if (
+            self._balance is not None
+            and not self._moving
+            and cycle is not None
+            and cycle.keep_alive
+            and not self.pipeline  # a pipelined request behind it would be lost
+            and self._balance.should_close()
+        ):
+            self._moving = True
+            cycle.keep_alive = False  # the answer says `Connection: close`, then it closes
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -147,6 +163,8 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._balance is not None:
+            self._balance.closed(told_to_close=self._moving)
         super().connection_lost(exc)
 
     def _headers_late(self) -> None:

@@ -123,8 +123,15 @@ class Supervisor:
     """Forks ``count`` workers that each run ``serve(index)`` (its return value is the worker's
     exit status) and keeps them running until a stop signal; ``run`` returns the exit status."""
 
-    def __init__(self, count: int, serve: Callable[[int], int], graceful_s: float) -> None:
+    def __init__(
+        self,
+        count: int,
+        serve: Callable[[int], int],
+        graceful_s: float,
+        exited: Callable[[int], None] | None = None,
+    ) -> None:
         self.count, self.serve, self.graceful_s = count, serve, graceful_s
+        self.on_exit = exited  # called with a worker's index once it has exited
         self.workers: dict[int, Worker] = {}
         self.pause = dict.fromkeys(range(count), FIRST_PAUSE_S)
         self.restart_at: dict[int, float] = {}  # index -> when its replacement starts
@@ -207,6 +214,8 @@ class Supervisor:
                 return
             worker = self.workers.pop(pid, None)
             if worker is not None:
+                if self.on_exit is not None:
+                    self.on_exit(worker.index)
                 self._exited(worker, exit_status(status))
 
     def _exited(self, worker: Worker, code: int) -> None:

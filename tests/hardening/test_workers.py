@@ -1,7 +1,8 @@
 """The process model as a user meets it: ``python -m service`` starts one worker per core behind
 one port; /metrics adds up every worker; a worker that dies is replaced while the others serve;
 SIGTERM drains them all and exits 0 leaving no metric files behind; killing the supervisor
-itself takes the workers with it.
+itself takes the workers with it; a pool of kept-alive connections landed on one worker is
+spread over both.
 
 Which worker takes a new connection is the kernel's choice. To send requests to a known worker,
 the others are paused (SIGSTOP): a paused process accepts nothing, so the running one takes the
@@ -10,6 +11,7 @@ connection."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -132,6 +134,69 @@ def test_metrics_add_up_every_worker_and_survive_a_dead_one() -> None:
         assert server.process.wait(timeout=60) == 0, server.log()[-2000:]
         assert not any(running(p) for p in children(server.process.pid))
         assert not folder.exists(), "the metric files were left behind"
+
+
+def established(pid: int, port: int) -> int:
+    """How many connections to ``port`` the process ``pid`` holds open (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "01" and fields[9] in inodes:  # ESTABLISHED
+                count += 1
+    return count
+
+
+def test_kept_alive_connections_spread_over_the_workers() -> None:
+    """A client that opens its pool at once (wrk, a proxy) can land all of it on one worker,
+    as here with the other paused: answers with `Connection: close` move the surplus to the
+    other worker, the clients reconnect on their own, and once even the moving stops."""
+    import http.client
+
+    with run_server(env={"CONVSCOPE_WORKERS": str(WORKERS)}) as server:
+        workers = children(server.process.pid)
+        port = int(server.url.rsplit(":", 1)[1])
+        pool = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(8)]
+        with only(workers[0], workers):
+            for connection in pool:
+                connection.connect()
+            wait_for(lambda: established(workers[0], port) == 8, timeout=10)
+        assert established(workers[1], port) == 0
+
+        def round_of_requests() -> int:
+            """One request on each connection; how many answers said `Connection: close`."""
+            closes = 0
+            for connection in pool:
+                headers = {"content-type": "image/png"}
+                connection.request("POST", "/v1/classify", png_bytes(), headers)
+                response = connection.getresponse()
+                assert response.status == 200, response.read()
+                assert json.loads(response.read())["results"][0]["predictions"]
+                closes += response.getheader("connection", "").lower() == "close"
+            return closes
+
+        moved, counts = 0, [8, 0]
+        for _ in range(20):  # a reconnect may land on the busier worker again: a few rounds
+            moved += round_of_requests()
+            time.sleep(0.2)  # the closed connections gone from /proc
+            counts = [established(worker, port) for worker in workers]
+            if counts == [4, 4]:
+                break
+        assert counts == [4, 4], counts
+        assert moved >= 4
+        # Even: no more moving.
+        assert round_of_requests() + round_of_requests() == 0
+        assert [established(worker, port) for worker in workers] == [4, 4]
+        for connection in pool:
+            connection.close()
+        assert "Traceback" not in server.log()
 
 
 def test_sigterm_drains_a_request_on_every_worker() -> None:

@@ -1,0 +1,86 @@
+"""The shared connection counts (service/balance.py) across real forks: a worker over its even
+share closes one connection per surplus, not all it holds; a worker that exited stops counting;
+a share is even rounded up with slack at high counts, so that balanced workers never churn."""
+
+from __future__ import annotations
+
+import os
+
+from service.balance import NOT_RUNNING, Balance
+
+
+def in_fork(balance: Balance, index: int, opened: int) -> None:
+    """A worker process that joins slot ``index`` and opens ``opened`` connections."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            balance.join(index)
+            for _ in range(opened):
+                balance.opened()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def test_counts_are_shared_across_forks() -> None:
+    balance = Balance(3)
+    assert list(balance.slots) == [NOT_RUNNING] * 3
+    in_fork(balance, 1, opened=5)
+    assert list(balance.slots) == [NOT_RUNNING, 5, NOT_RUNNING]
+
+
+def test_a_worker_over_its_share_closes_only_the_surplus() -> None:
+    balance = Balance(2)
+    in_fork(balance, 1, opened=0)  # the other worker runs and holds nothing
+    balance.join(0)
+    for _ in range(8):
+        balance.opened()
+    closes = [balance.should_close() for _ in range(8)]
+    # total 8 over 2 running: a share of 4; the first request on each of 4 connections moves it.
+    assert closes == [True] * 4 + [False] * 4
+    assert balance.slots[0] == 4
+    # A connection told to close is not counted twice when it goes ...
+    balance.closed(told_to_close=True)
+    assert balance.slots[0] == 4
+    # ... one that its client closed is.
+    balance.closed(told_to_close=False)
+    assert balance.slots[0] == 3
+
+
+def test_a_worker_alone_keeps_all_its_connections() -> None:
+    balance = Balance(2)
+    balance.join(0)  # the other has not started
+    for _ in range(6):
+        balance.opened()
+    assert not any(balance.should_close() for _ in range(6))
+
+
+def test_an_exited_worker_no_longer_takes_a_share() -> None:
+    balance = Balance(2)
+    in_fork(balance, 1, opened=3)
+    balance.join(0)
+    for _ in range(3):
+        balance.opened()
+    assert not balance.should_close()  # 3 and 3
+    balance.left(1)  # its connections died with it: worker 0 is alone
+    assert balance.slots[1] == NOT_RUNNING
+    balance.opened()
+    assert not balance.should_close()
+
+
+def test_slack_at_high_counts() -> None:
+    balance = Balance(2)
+    in_fork(balance, 1, opened=28)
+    balance.join(0)
+    for _ in range(36):
+        balance.opened()
+    assert not balance.should_close()  # 36 of 64: within 32 + 4
+    balance.opened()
+    assert not balance.should_close()  # 37 of 65: within 33 + 4
+    balance.opened()
+    assert balance.should_close()  # 38 of 66
+
+
+def test_the_supervisor_itself_never_closes() -> None:
+    balance = Balance(2)  # not joined: the supervisor, or a single process
+    assert not balance.should_close()
