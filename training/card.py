@@ -75,6 +75,11 @@ def write_card(model_path: Path, result: EvalResult | None) -> Path:
         f"training on {recipe.get('machine', '?')}.",
         "- AdamW + OneCycle, label smoothing, random crop with padding"
         + (", horizontal flips" if recipe.get("training", {}).get("flip") is not False else "")
+        + (
+            f"; the kept weights are a moving average (decay {recipe['training']['ema']} a step)"
+            if recipe.get("training", {}).get("ema")
+            else ""
+        )
         + "; settings: `"
         + json.dumps(
             {

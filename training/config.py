@@ -27,6 +27,8 @@ class TrainConfig:
     erase: float = 0.0  # random-erasing probability per image (augment.py); 0.5 for the long run
     scale: float = 0.0  # random zoom of up to +-this fraction about the centre
     photo: float = 0.0  # probability per image of photo traces (background, blur, noise, JPEG)
+    ema: float = 0.0  # per-step decay of an exponential moving average of the weights (0: off);
+    # the average is validated and kept in best.pt: smoother than the last step's weights
     val_size: int = 5000  # held out of the training set for model selection and calibration
     limit_train: int | None = None  # use only the first N training images (tests, dry runs)
     limit_test: int | None = None

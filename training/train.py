@@ -137,6 +137,15 @@ def train(cfg: TrainConfig) -> Path:
     if device.type == "cpu":
         net = net.to(memory_format=torch.channels_last)
     model: nn.Module = net
+    # The averaged weights (BatchNorm's running statistics too) are what is validated and kept.
+    averaged = (
+        torch.optim.swa_utils.AveragedModel(
+            net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True
+        )
+        if cfg.ema
+        else None
+    )
+    kept: nn.Module = averaged.module if averaged is not None else net
     if world > 1:
         model = nn.parallel.DistributedDataParallel(net)
 
@@ -158,10 +167,12 @@ def train(cfg: TrainConfig) -> Path:
     best_acc, start_epoch = -1.0, 0
     if cfg.resume and (out / "last.pt").exists():
         ckpt = torch.load(out / "last.pt", map_location=device, weights_only=False)
-        net.load_state_dict(ckpt["state_dict"])
+        net.load_state_dict(ckpt.get("trained", ckpt["state_dict"]))
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         history, best_acc, start_epoch = ckpt["history"], ckpt["best_acc"], ckpt["epoch"]
+        if averaged is not None:
+            averaged.load_state_dict(ckpt["averaged"])
         if main:
             log.info("resumed from %s at epoch %d", out / "last.pt", start_epoch)
 
@@ -196,6 +207,8 @@ def train(cfg: TrainConfig) -> Path:
             loss.backward()
             opt.step()
             sched.step()
+            if averaged is not None:
+                averaged.update_parameters(net)
             loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == yb).sum())
             seen += len(idx)
@@ -203,7 +216,7 @@ def train(cfg: TrainConfig) -> Path:
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
                             img_s=f"{rate:.0f}")  # fmt: skip
         bar.close()
-        val_logits = predict_logits(net, val_x, mean, std)
+        val_logits = predict_logits(kept, val_x, mean, std)
         val_loss = float(criterion(torch.from_numpy(val_logits), torch.from_numpy(val_y)))
         val_acc = float((val_logits.argmax(1) == val_y).mean())
         history.append(
@@ -225,7 +238,8 @@ def train(cfg: TrainConfig) -> Path:
                 f"({history[-1]['seconds']:.0f} s){' *best*' if improved else ''}"
             )
             ckpt = {
-                "state_dict": net.state_dict(),
+                "state_dict": kept.state_dict(),
+                "trained": net.state_dict(),  # what the optimizer steps, to resume
                 "model_args": model_args,
                 "config": cfg.to_dict(),
                 "data": data_info,
@@ -234,6 +248,7 @@ def train(cfg: TrainConfig) -> Path:
                 "best_acc": best_acc,
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
+                **({"averaged": averaged.state_dict()} if averaged is not None else {}),
             }
             torch.save(ckpt, out / "last.pt")
             if improved:

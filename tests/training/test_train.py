@@ -60,11 +60,12 @@ def test_one_epoch_on_real_images_beats_chance(tiny_idx_dir: Path, tmp_path: Pat
     assert (tmp_path / "history.json").exists()
 
 
-def test_resume_continues_identically(tiny_idx_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_continues_identically(tiny_idx_dir: Path, tmp_path: Path, ema: float) -> None:
     straight = tmp_path / "straight"
-    train(tiny_config(tiny_idx_dir, straight, epochs=2, limit_train=1200))
+    train(tiny_config(tiny_idx_dir, straight, epochs=2, limit_train=1200, ema=ema))
     split = tmp_path / "split"
-    cfg = tiny_config(tiny_idx_dir, split, epochs=2, limit_train=1200, time_budget=0.001)
+    cfg = tiny_config(tiny_idx_dir, split, epochs=2, limit_train=1200, time_budget=0.001, ema=ema)
     train(cfg)  # the budget stops it after the first epoch
     assert torch.load(split / "last.pt", weights_only=False)["epoch"] == 1
     cfg.time_budget, cfg.resume = None, True
@@ -75,6 +76,27 @@ def test_resume_continues_identically(tiny_idx_dir: Path, tmp_path: Path) -> Non
     for k, v in a["state_dict"].items():
         assert torch.equal(v, b["state_dict"][k]), k
     assert [h["val_acc"] for h in a["history"]] == [h["val_acc"] for h in b["history"]]
+
+
+def test_a_moving_average_of_the_weights_is_what_is_validated_and_kept(
+    tiny_idx_dir: Path, tmp_path: Path
+) -> None:
+    from training.data import load_dataset, split_validation
+
+    cfg = tiny_config(tiny_idx_dir, tmp_path, epochs=2, limit_train=1200, ema=0.9)
+    best = train(cfg)
+    last = torch.load(tmp_path / "last.pt", weights_only=False)
+    kept, stepped = last["state_dict"], last["trained"]
+    assert any(not torch.equal(kept[k], stepped[k]) for k in stepped)  # not the last step's
+    assert "averaged" in last
+    # The validation accuracy in the history is the averaged weights' own.
+    ds = load_dataset("mnist", tiny_idx_dir, allow_download=False)
+    _, _, val_x, val_y = split_validation(ds.train_x[:1200], ds.train_y[:1200], 500, 0)
+    net = build_net(last["model_args"])
+    net.load_state_dict(kept)
+    logits = predict_logits(net, val_x, last["data"]["mean"], last["data"]["std"])
+    assert (logits.argmax(1) == val_y).mean() == last["history"][-1]["val_acc"]
+    assert load_checkpoint(best)[1]["config"]["ema"] == 0.9
 
 
 def test_rgb_folder_training_runs(tmp_path: Path) -> None:
