@@ -8,7 +8,7 @@ import torch
 
 from training.config import TrainConfig
 from training.nets import PRESETS, ConvNet, build_net, model_args_for
-from training.train import load_checkpoint, predict_logits, train
+from training.train import load_checkpoint, predict_logits, slow_bf16, train
 
 
 def tiny_config(data_dir: Path, out: Path, **kw) -> TrainConfig:
@@ -114,3 +114,13 @@ def test_rgb_folder_training_runs(tmp_path: Path) -> None:
     _, ckpt = load_checkpoint(train(cfg))
     assert ckpt["data"]["mode"] == "RGB" and ckpt["model_args"]["in_channels"] == 3
     assert ckpt["history"][-1]["val_acc"] >= 0.9  # red vs green is easy
+
+
+def test_bf16_on_a_cpu_that_emulates_it_is_called_slow(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: False)
+    assert "10x slower" in (slow_bf16(cpu) or "")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert slow_bf16(cpu) is None
+    assert slow_bf16(torch.device("cuda")) is None
