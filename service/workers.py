@@ -128,10 +128,10 @@ class Supervisor:
         count: int,
         serve: Callable[[int], int],
         graceful_s: float,
-        exited: Callable[[int], None] | None = None,
+        on_exit: Callable[[int], None] | None = None,
     ) -> None:
         self.count, self.serve, self.graceful_s = count, serve, graceful_s
-        self.on_exit = exited  # called with a worker's index once it has exited
+        self.on_exit = on_exit  # called with a worker's index once it has exited
         self.workers: dict[int, Worker] = {}
         self.pause = dict.fromkeys(range(count), FIRST_PAUSE_S)
         self.restart_at: dict[int, float] = {}  # index -> when its replacement starts

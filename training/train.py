@@ -256,7 +256,6 @@ def train(cfg: TrainConfig) -> Path:
             )
             ckpt = {
                 "state_dict": kept.state_dict(),
-                "trained": net.state_dict(),  # what the optimizer steps, to resume
                 "model_args": model_args,
                 "config": cfg.to_dict(),
                 "data": data_info,
@@ -265,7 +264,12 @@ def train(cfg: TrainConfig) -> Path:
                 "best_acc": best_acc,
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
-                **({"averaged": averaged.state_dict()} if averaged is not None else {}),
+                # with an average, what the optimizer steps (to resume) differs from the kept
+                **(
+                    {"trained": net.state_dict(), "averaged": averaged.state_dict()}
+                    if averaged is not None
+                    else {}
+                ),
             }
             torch.save(ckpt, out / "last.pt")
             if improved:

@@ -9,14 +9,19 @@ import os
 from service.balance import NOT_RUNNING, Balance
 
 
+def holding(balance: Balance, index: int, opened: int) -> None:
+    """This process as the worker of slot ``index``, with ``opened`` connections open."""
+    balance.join(index)
+    for _ in range(opened):
+        balance.opened()
+
+
 def in_fork(balance: Balance, index: int, opened: int) -> None:
-    """A worker process that joins slot ``index`` and opens ``opened`` connections."""
+    """Another worker process, holding ``opened`` connections in slot ``index``."""
     pid = os.fork()
     if pid == 0:
         try:
-            balance.join(index)
-            for _ in range(opened):
-                balance.opened()
+            holding(balance, index, opened)
         finally:
             os._exit(0)
     os.waitpid(pid, 0)
@@ -32,9 +37,7 @@ def test_counts_are_shared_across_forks() -> None:
 def test_a_worker_over_its_share_closes_only_the_surplus() -> None:
     balance = Balance(2)
     in_fork(balance, 1, opened=0)  # the other worker runs and holds nothing
-    balance.join(0)
-    for _ in range(8):
-        balance.opened()
+    holding(balance, 0, 8)
     closes = [balance.should_close() for _ in range(8)]
     # total 8 over 2 running: a share of 4; the first request on each of 4 connections moves it.
     assert closes == [True] * 4 + [False] * 4
@@ -49,18 +52,14 @@ def test_a_worker_over_its_share_closes_only_the_surplus() -> None:
 
 def test_a_worker_alone_keeps_all_its_connections() -> None:
     balance = Balance(2)
-    balance.join(0)  # the other has not started
-    for _ in range(6):
-        balance.opened()
+    holding(balance, 0, 6)  # the other has not started
     assert not any(balance.should_close() for _ in range(6))
 
 
 def test_an_exited_worker_no_longer_takes_a_share() -> None:
     balance = Balance(2)
     in_fork(balance, 1, opened=3)
-    balance.join(0)
-    for _ in range(3):
-        balance.opened()
+    holding(balance, 0, 3)
     assert not balance.should_close()  # 3 and 3
     balance.left(1)  # its connections died with it: worker 0 is alone
     assert balance.slots[1] == NOT_RUNNING
@@ -71,9 +70,7 @@ def test_an_exited_worker_no_longer_takes_a_share() -> None:
 def test_slack_at_high_counts() -> None:
     balance = Balance(2)
     in_fork(balance, 1, opened=28)
-    balance.join(0)
-    for _ in range(36):
-        balance.opened()
+    holding(balance, 0, 36)
     assert not balance.should_close()  # 36 of 64: within 32 + 4
     balance.opened()
     assert not balance.should_close()  # 37 of 65: within 33 + 4
