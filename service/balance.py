@@ -12,6 +12,10 @@ all (an anonymous shared mapping made before the fork). A worker holding more th
 answers the next request on one of them with ``Connection: close``; the client's new connection
 goes to whichever worker waits in accept first, the less busy one as a rule. Only kept-alive
 connections are moved, and only one request's worth each: HTTP clients reconnect on their own.
+
+The same counts tell a worker when no other holds a connection at all: its lone request may then
+have every core (the lone session's threads, service/fastlane.py), where otherwise it has its
+share.
 """
 
 from __future__ import annotations
@@ -76,6 +80,12 @@ class Balance:
         self._publish()
         return True
 
+    def others_idle(self) -> bool:
+        """Whether no other worker holds a connection, and none of ours is on its way to one."""
+        if self.leaving:
+            return False
+        return all(count <= 0 for i, count in enumerate(self.slots) if i != self.index)
+
 
 _balance: Balance | None = None
 
@@ -88,3 +98,8 @@ def install(balance: Balance | None) -> None:
 
 def current() -> Balance | None:
     return _balance
+
+
+def others_idle() -> bool:
+    """Whether this process is the only one with connections (always so with one process)."""
+    return _balance is None or _balance.others_idle()

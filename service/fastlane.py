@@ -16,8 +16,9 @@ and of FastAPI (service/edge.py) gives both their request id, CORS, body limit a
 error shape, metrics and access line; the lane and the routes share ``classify.classify``,
 ``classify.response`` and the key check. Tests compare its answers with the routes'.
 
-The lane also knows how many of its requests are in flight: a lone one is run on the event loop
-in the latency-tuned session (``ModelRuntime.run_inline``) instead of a worker thread.
+The lane also knows how many of its requests are in flight: a lone one, while no other worker
+holds a connection (service/balance.py), is run on the event loop in the latency-tuned session
+(``ModelRuntime.run_inline``, its threads on every core) instead of a worker thread.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pydantic_core import to_json
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
+from . import balance
 from .classify import classify, response
 from .edge import require_key
 from .errors import InvalidParameter
@@ -216,6 +218,9 @@ class FastLane:
         if not picture:
             raise InvalidParameter(f"the request has no picture: {HOW}")
         pictures = self.state.decoders.pictures([picture], model.spec.input)
-        results = await classify(model, pictures, options, alone=self.in_flight == 1)
+        # Alone: nothing else in flight here, and no other worker holding a connection (the
+        # lone session's threads then have every core).
+        alone = self.in_flight == 1 and balance.others_idle()
+        results = await classify(model, pictures, options, alone=alone)
         await send_json(send, response(model, results))
         return None

@@ -69,8 +69,9 @@ class Settings(BaseSettings):
     decode_threads: Annotated[int, Field(ge=0, le=256)] = 0
     # A second session for requests that arrive when nothing else is in flight, run without a
     # thread hop, with this many spinning intra-op threads (lower latency for a lone client;
-    # benchmarks/README.md). 0: none, lone pictures go through the batcher. -1: the
-    # process's share of the cores, as intra_op_threads. CPU provider only.
+    # benchmarks/README.md). 0: none, lone pictures go through the batcher. -1: every core the
+    # process may use: a worker's request counts as lone only while no other worker holds a
+    # connection (service/balance.py), so the others' cores are idle. CPU provider only.
     lone_threads: Annotated[int, Field(ge=SHARE, le=256)] = SHARE
 
     # Slow clients (service/deadlines.py): headers must be in within header_timeout_s of the
@@ -117,7 +118,7 @@ class Settings(BaseSettings):
         if self.intra_op_threads == SHARE:
             self.intra_op_threads = share
         if self.lone_threads == SHARE:
-            self.lone_threads = share
+            self.lone_threads = cores
         self.decode_threads = self.decode_threads or 2 * share
         return self
 

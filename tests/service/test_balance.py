@@ -81,3 +81,19 @@ def test_slack_at_high_counts() -> None:
 def test_the_supervisor_itself_never_closes() -> None:
     balance = Balance(2)  # not joined: the supervisor, or a single process
     assert not balance.should_close()
+
+
+def test_a_worker_knows_when_no_other_holds_a_connection() -> None:
+    balance = Balance(3)
+    in_fork(balance, 1, opened=0)  # running, idle; worker 2 has not started
+    holding(balance, 0, 1)
+    assert balance.others_idle()  # a lone request here may have every core
+    in_fork(balance, 2, opened=2)
+    assert not balance.others_idle()
+    balance.left(2)
+    assert balance.others_idle()
+    # A connection of ours on its way to another worker: that one is about to be busy.
+    balance.opened()
+    in_fork(balance, 1, opened=0)
+    assert balance.should_close()
+    assert not balance.others_idle()

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from service import balance
 from service.app import create_app
 from service.fastlane import FastLane
 from service.schemas import ClassifyResponse
@@ -349,3 +350,43 @@ def test_a_lone_request_runs_inline_and_concurrent_ones_are_batched(
     assert pictures_run == 3 + 16
     assert calls - 3 <= 4  # the 16 concurrent pictures shared a few onnxruntime calls
     assert together[:3] == alone  # and got the same answers
+
+
+def test_a_lone_request_runs_inline_only_while_no_other_worker_holds_a_connection(
+    models: Path, fashion_mnist: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """The lone session's threads take every core: with another worker busy they would take its
+    cores too, so the request then goes through the batcher's worker thread instead."""
+    app = create_app(settings(models), static_dir=None)
+    inline: list[int] = []
+    body = pics.png(fashion_mnist[0][0])
+    shares = balance.Balance(2)
+    shares.join(0)
+    shares.opened()  # this worker's one connection: the client below
+
+    async def scenario() -> list[dict]:
+        async with app.router.lifespan_context(app):
+            runtime = app.state.registry.default.runtime
+            real = runtime.run_inline
+
+            def counting(pixels: np.ndarray, outputs: list[str]) -> dict:
+                inline.append(len(pixels))
+                return real(pixels, outputs)
+
+            runtime.run_inline = counting
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                answers = [(await client.post("/v1/classify", content=body)).json()]
+                shares.slots[1] = 3  # the other worker now holds connections
+                answers.append((await client.post("/v1/classify", content=body)).json())
+                shares.slots[1] = 0  # and has closed them
+                answers.append((await client.post("/v1/classify", content=body)).json())
+                return answers
+
+    balance.install(shares)
+    try:
+        answers = asyncio.run(scenario())
+    finally:
+        balance.install(None)
+    assert inline == [1, 1]  # the first and the last; the second went to the batcher
+    assert answers[0] == answers[1] == answers[2]

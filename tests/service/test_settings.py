@@ -33,7 +33,8 @@ def test_by_default_one_worker_per_core_each_with_its_share_of_the_threads() -> 
     cores = available_cpus()
     s = Settings()
     assert s.workers == cores
-    assert (s.intra_op_threads, s.lone_threads, s.decode_threads) == (1, 1, 2)
+    # The lone session runs only while the other workers hold no connection: every core.
+    assert (s.intra_op_threads, s.lone_threads, s.decode_threads) == (1, cores, 2)
     # One process: it has every core for its sessions and two decoding threads per core.
     one = Settings(workers=1)
     assert (one.intra_op_threads, one.lone_threads, one.decode_threads) == (cores, cores, 2 * cores)
@@ -44,7 +45,11 @@ def test_thread_counts_given_are_kept() -> None:
     assert (s.workers, s.intra_op_threads, s.lone_threads, s.decode_threads) == (3, 0, 0, 5)
     # More workers than cores: each still has one thread, not zero (zero means something else).
     many = Settings(workers=64)
-    assert (many.intra_op_threads, many.lone_threads, many.decode_threads) == (1, 1, 2)
+    assert (many.intra_op_threads, many.lone_threads, many.decode_threads) == (
+        1,
+        available_cpus(),
+        2,
+    )
 
 
 def test_environment_variables_with_prefix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
