@@ -47,6 +47,7 @@ ANALYSIS_FACTOR = 4  # analyse at up to 4x the model size (112 px): averages noi
 RING = 0.03  # border ring width, as a fraction of the short side
 # Fashion-MNIST sharpened with a Gaussian of radius and sigma 1.0 after subsampling.
 SHARPEN = ImageFilter.UnsharpMask(radius=1.0, percent=50, threshold=0)
+_UPPER = np.triu_indices(6)  # the normal matrix's distinct entries, row by row
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's "L"
 
 
@@ -54,8 +55,13 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillo
 class Framed:
     pixels: Image.Image  # mode L at the model's size, in the model's polarity
     box: tuple[int, int, int, int]  # the object in the picture's pixels: x0, y0, x1, y1 (end excl.)
-    background: tuple[int, ...]  # the background's mean colour, to pad the display picture with
     report: dict[str, Any]  # what was found and done, for the response's preprocessing
+    border: np.ndarray  # the background's pixels along the border [n, channels]
+
+    @functools.cached_property
+    def background(self) -> tuple[int, ...]:
+        """The background's mean colour, to pad the display picture with (only it needs it)."""
+        return tuple(round(float(v)) for v in self.border.mean(axis=0))
 
 
 def analysis_size(model_size: tuple[int, int]) -> tuple[int, int]:
@@ -132,7 +138,7 @@ def frame_object(
     if sharpened:
         crop = crop.filter(SHARPEN)
     # Every Fashion-MNIST picture reaches 254-255 at its brightest: so does the photo's ink.
-    peak = int(np.asarray(crop).max())
+    peak = int(crop.getextrema()[1])
     gain = min(MAX_GAIN, 255 / peak) if peak else 1.0
     if gain > 1:
         crop = Image.fromarray(np.rint(np.asarray(crop) * gain).clip(0, 255).astype(np.uint8))
@@ -147,7 +153,6 @@ def frame_object(
         min(im.width, math.ceil(x1 * sx)),
         min(im.height, math.ceil(y1 * sy)),
     )
-    mean_bg = tuple(round(float(v)) for v in a[ky, kx].mean(axis=0))
     report.update(
         applied=True,
         reason=None if box else "no object found above the tolerance: the whole picture",
@@ -158,7 +163,7 @@ def frame_object(
         gain=round(gain, 3),
         centred=True,
     )
-    return Framed(canvas, picture_box, mean_bg, report)
+    return Framed(canvas, picture_box, report, a[ky, kx])
 
 
 def _luma(a: np.ndarray) -> np.ndarray:
@@ -211,8 +216,8 @@ def _analysis_copy(im: Image.Image, model_size: tuple[int, int]) -> Image.Image:
 @functools.lru_cache(maxsize=16)
 def _ring(h: int, w: int) -> tuple[np.ndarray, ...]:
     """The border ring's mask, rows, columns, quadratic design [6, n] (1, u, v, u^2, v^2, uv)
-    and the design's products [36, n] (the normal equations' terms): fixed for a picture size,
-    so made once for each."""
+    and the design's distinct products [21, n] (the normal equations' terms, the upper
+    triangle: the matrix is symmetric): fixed for a picture size, so made once for each."""
     t = max(1, round(min(h, w) * RING))
     ring = np.zeros((h, w), dtype=bool)
     ring[:t] = ring[-t:] = True
@@ -221,7 +226,7 @@ def _ring(h: int, w: int) -> tuple[np.ndarray, ...]:
     u, v = _coordinates(h, w)
     uk, vk = u[0, xx], v[yy, 0]
     design = np.stack([np.ones_like(uk), uk, vk, uk * uk, vk * vk, uk * vk])
-    pairs = (design[:, None, :] * design[None, :, :]).reshape(36, -1)
+    pairs = np.ascontiguousarray(design[_UPPER[0]] * design[_UPPER[1]])
     for a in (ring, yy, xx, design, pairs):
         a.flags.writeable = False  # shared by every call
     return ring, yy, xx, design, pairs
@@ -244,10 +249,12 @@ def _mad(v: np.ndarray) -> float:
     return _median(np.abs(v - _median(v)))
 
 
+@functools.lru_cache(maxsize=16)
 def _coordinates(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Column and row coordinates scaled to -1..1, as a row and a column vector."""
+    """Column and row coordinates scaled to -1..1, as a row and a column vector (shared)."""
     u = np.linspace(-1, 1, w, dtype=np.float64)[None, :]
     v = np.linspace(-1, 1, h, dtype=np.float64)[:, None]
+    u.flags.writeable = v.flags.writeable = False
     return u, v
 
 
@@ -286,15 +293,23 @@ def _solve(
     if np.count_nonzero(kept) < 12:  # too little background to fit a slope to: its level alone
         return np.array([_median(target[kept]), 0, 0, 0, 0, 0])
     weight = kept.astype(np.float64)
-    normal = np.einsum("kn,n->k", pairs, weight).reshape(6, 6) + 1e-9 * np.eye(6)
+    normal = np.empty((6, 6))
+    normal[_UPPER] = np.einsum("kn,n->k", pairs, weight)
+    normal.T[_UPPER] = normal[_UPPER]
+    normal.flat[::7] += 1e-9
     return np.linalg.solve(normal, np.einsum("in,n->i", design, weight * target))
 
 
 def _surface(coef: np.ndarray, h: int, w: int) -> np.ndarray:
-    """The fitted quadratic over the whole picture, clipped to 0..255."""
+    """The fitted quadratic over the whole picture, clipped to 0..255: a row's terms, a
+    column's and their product, summed in place (the pixels' float32; a third of the time)."""
     u, v = _coordinates(h, w)
-    full = coef[0] + coef[1] * u + coef[2] * v + coef[3] * u * u + coef[4] * v * v
-    return np.clip(full + coef[5] * u * v, 0, 255).astype(np.float32)
+    row = (coef[0] + coef[1] * u + coef[3] * u * u).astype(np.float32)
+    col = (coef[2] * v + coef[4] * v * v).astype(np.float32)
+    full = np.multiply(v.astype(np.float32), (coef[5] * u).astype(np.float32))
+    full += row
+    full += col
+    return np.clip(full, 0, 255, out=full)
 
 
 def _box3(a: np.ndarray) -> np.ndarray:

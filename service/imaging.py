@@ -156,7 +156,10 @@ def _prepare(
     orientation = _orientation(im)
     transposed = orientation in (5, 6, 7, 8)
     if draft and fmt == "JPEG":
-        _draft(im, decode_size, display_size, spec.resize, transposed)
+        # A grey model with no display picture wants the luma alone: libjpeg then decodes it
+        # (the JPEG's own Y) without upsampling and converting the chroma, a fifth of the work.
+        mode = "L" if spec.mode == "L" and not want_display else im.mode
+        _draft(im, mode, decode_size, display_size, spec.resize, transposed)
     im.load()
     im = _shrink(im, decode_size, display_size, spec.resize, transposed)
     if orientation in range(2, 9):
@@ -334,13 +337,15 @@ def _fit_size(size: tuple[int, int], target: tuple[int, int], policy: str) -> tu
 
 def _draft(
     im: Image.Image,
+    mode: str,
     model_size: tuple[int, int],
     display_size: tuple[int, int],
     policy: str,
     transposed: bool,
 ) -> None:
     """Let libjpeg decode at 1/2, 1/4 or 1/8 scale, keeping at least twice the model's
-    resolution (so the antialiased resize still has detail to average) and the display's."""
+    resolution (so the antialiased resize still has detail to average) and the display's;
+    decoding to ``mode`` (only RGB to L changes anything)."""
     w, h = im.size
     if transposed:
         w, h = h, w
@@ -349,8 +354,9 @@ def _draft(
     need = (math.ceil(max(2 * mw, dw)), math.ceil(max(2 * mh, dh)))
     if transposed:
         need = (need[1], need[0])
-    if need[0] < im.size[0] // 2 and need[1] < im.size[1] // 2:
-        im.draft(im.mode, need)
+    scaled = need[0] < im.size[0] // 2 and need[1] < im.size[1] // 2
+    if scaled or mode != im.mode:
+        im.draft(mode, need if scaled else None)
 
 
 def _shrink(
