@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -138,7 +138,7 @@ def frame_object(
     if sharpened:
         crop = crop.filter(SHARPEN)
     # Every Fashion-MNIST picture reaches 254-255 at its brightest: so does the photo's ink.
-    peak = int(crop.getextrema()[1])
+    peak = cast(int, crop.getextrema()[1])  # (low, high): one band
     gain = min(MAX_GAIN, 255 / peak) if peak else 1.0
     if gain > 1:
         crop = Image.fromarray(np.rint(np.asarray(crop) * gain).clip(0, 255).astype(np.uint8))
