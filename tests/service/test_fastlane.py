@@ -317,6 +317,18 @@ def test_the_lane_keeps_request_ids_metrics_and_the_access_log(
     assert pair.taken == ["/v1/classify", "/v1/models/second/classify"]
 
 
+def count_inline(app: Any, inline: list[int]) -> None:
+    """Record in ``inline`` the number of pictures of each run on the event loop (run_inline)."""
+    runtime = app.state.registry.default.runtime
+    real = runtime.run_inline
+
+    def counting(pixels: np.ndarray, outputs: list[str]) -> dict:
+        inline.append(len(pixels))
+        return real(pixels, outputs)
+
+    runtime.run_inline = counting
+
+
 def test_a_lone_request_runs_inline_and_concurrent_ones_are_batched(
     models: Path, pictures: dict[str, bytes], fashion_mnist: tuple[np.ndarray, np.ndarray]
 ) -> None:
@@ -326,14 +338,7 @@ def test_a_lone_request_runs_inline_and_concurrent_ones_are_batched(
 
     async def scenario() -> tuple[list[dict], list[dict]]:
         async with app.router.lifespan_context(app):
-            runtime = app.state.registry.default.runtime
-            real = runtime.run_inline
-
-            def counting(pixels: np.ndarray, outputs: list[str]) -> dict:
-                inline.append(len(pixels))
-                return real(pixels, outputs)
-
-            runtime.run_inline = counting
+            count_inline(app, inline)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
                 alone = [(await client.post("/v1/classify", content=b)).json() for b in bodies[:3]]
@@ -366,14 +371,7 @@ def test_a_lone_request_runs_inline_only_while_no_other_worker_holds_a_connectio
 
     async def scenario() -> list[dict]:
         async with app.router.lifespan_context(app):
-            runtime = app.state.registry.default.runtime
-            real = runtime.run_inline
-
-            def counting(pixels: np.ndarray, outputs: list[str]) -> dict:
-                inline.append(len(pixels))
-                return real(pixels, outputs)
-
-            runtime.run_inline = counting
+            count_inline(app, inline)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
                 answers = [(await client.post("/v1/classify", content=body)).json()]

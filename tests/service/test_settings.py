@@ -41,15 +41,12 @@ def test_by_default_one_worker_per_core_each_with_its_share_of_the_threads() -> 
 
 
 def test_thread_counts_given_are_kept() -> None:
+    cores = available_cpus()
     s = Settings(workers=3, intra_op_threads=0, lone_threads=0, decode_threads=5)
     assert (s.workers, s.intra_op_threads, s.lone_threads, s.decode_threads) == (3, 0, 0, 5)
     # More workers than cores: each still has one thread, not zero (zero means something else).
     many = Settings(workers=64)
-    assert (many.intra_op_threads, many.lone_threads, many.decode_threads) == (
-        1,
-        available_cpus(),
-        2,
-    )
+    assert (many.intra_op_threads, many.lone_threads, many.decode_threads) == (1, cores, 2)
 
 
 def test_environment_variables_with_prefix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
