@@ -76,7 +76,8 @@ def write_card(model_path: Path, result: EvalResult | None) -> Path:
         "- AdamW + OneCycle, label smoothing, random crop with padding"
         + (", horizontal flips" if recipe.get("training", {}).get("flip") is not False else "")
         + (
-            f"; the kept weights are a moving average (decay {recipe['training']['ema']} a step)"
+            f"; the kept weights are a moving average (decay {recipe['training']['ema']} a step),"
+            " with BatchNorm statistics measured for them"
             if recipe.get("training", {}).get("ema")
             else ""
         )

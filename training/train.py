@@ -57,6 +57,40 @@ def predict_logits(
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
+BN_PICTURES = 4096  # training pictures that measure an average's BatchNorm statistics
+
+
+@torch.no_grad()
+def refresh_batchnorm(
+    net: nn.Module, x: np.ndarray, mean: list[float], std: list[float], batch: int = 512
+) -> nn.Module:
+    """A copy of ``net`` whose BatchNorm statistics are measured afresh on pictures ``x``.
+
+    An average of weights is a network nobody trained: the statistics its BatchNorm layers
+    carry (an average of other networks' statistics) do not describe its own activations,
+    and early in a run, while the weights still move fast, they are far off (validation
+    accuracy 20 % against the trained network's 85 % after 5 epochs of Fashion-MNIST). SWA's
+    ``update_bn`` does the same; the pictures are unaugmented, as the service's are.
+    """
+    import copy
+
+    fresh = copy.deepcopy(net)
+    norms = [m for m in fresh.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or not len(x):
+        return fresh
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches: every picture counts alike
+    device = next(fresh.parameters()).device
+    m_, s_ = torch.tensor(mean, device=device), torch.tensor(std, device=device)
+    fresh.train()
+    for i in range(0, len(x), batch):
+        fresh(to_input(torch.from_numpy(x[i : i + batch]).to(device), m_, s_))
+    for m in norms:
+        m.momentum = 0.1  # back to PyTorch's default, for whoever trains it further
+    return fresh.eval()
+
+
 def load_checkpoint(path: str | Path) -> tuple[ConvNet, dict[str, Any]]:
     """Rebuild the net from the checkpoint's own model_args."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
@@ -152,7 +186,8 @@ def train(cfg: TrainConfig) -> Path:
     if device.type == "cpu":
         net = net.to(memory_format=torch.channels_last)
     model: nn.Module = net
-    # The averaged weights (BatchNorm's running statistics too) are what is validated and kept.
+    # The averaged weights, with BatchNorm statistics measured for them, are what is validated
+    # and kept (refresh_batchnorm).
     averaged = (
         torch.optim.swa_utils.AveragedModel(
             net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True
@@ -160,7 +195,7 @@ def train(cfg: TrainConfig) -> Path:
         if cfg.ema
         else None
     )
-    kept: nn.Module = averaged.module if averaged is not None else net
+    kept: nn.Module = net  # what is validated and saved: with an average, its refreshed copy
     if world > 1:
         model = nn.parallel.DistributedDataParallel(net)
 
@@ -233,6 +268,8 @@ def train(cfg: TrainConfig) -> Path:
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
                             img_s=f"{rate:.0f}")  # fmt: skip
         bar.close()
+        if averaged is not None:  # the average's own statistics; the average goes on unchanged
+            kept = refresh_batchnorm(averaged.module, train_x[:BN_PICTURES], mean, std)
         val_logits = predict_logits(kept, val_x, mean, std)
         val_loss = float(criterion(torch.from_numpy(val_logits), torch.from_numpy(val_y)))
         val_acc = float((val_logits.argmax(1) == val_y).mean())
