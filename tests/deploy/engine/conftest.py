@@ -298,6 +298,12 @@ def host_service() -> Iterator[HostService]:
 
 
 @pytest.fixture(scope="session")
+def start_host() -> Any:
+    """``with start_host() as host``: a service process of its own, its start timed now."""
+    return host_service
+
+
+@pytest.fixture(scope="session")
 def host() -> Iterator[HostService]:
     with host_service() as service:
         yield service
