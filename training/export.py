@@ -110,7 +110,7 @@ def build_metadata(ckpt: dict[str, Any], net: ConvNet, version: str) -> dict[str
             "parameters": sum(p.numel() for p in net.parameters()),
             "normalization": {"mean": data["mean"], "std": data["std"]},
             "training": cfg.to_dict(),
-            "command": training_command(cfg),
+            "command": training_command(cfg, ckpt.get("processes", 1)),
             "epochs_run": len(history),
             "best_epoch": ckpt.get("epoch"),
             "train_seconds": round(sum(h["seconds"] for h in history), 1),
@@ -119,8 +119,9 @@ def build_metadata(ckpt: dict[str, Any], net: ConvNet, version: str) -> dict[str
     }
 
 
-def training_command(cfg: TrainConfig) -> str:
-    """The `python -m training train` command line that reproduces cfg."""
+def training_command(cfg: TrainConfig, processes: int = 1) -> str:
+    """The command line that reproduces cfg: `python -m training train`, or torchrun's for a run
+    in several processes (the batch is split between them, and so is BatchNorm's)."""
     default = TrainConfig().to_dict()
     args = []
     for k, v in cfg.to_dict().items():
@@ -128,7 +129,12 @@ def training_command(cfg: TrainConfig) -> str:
             flag = "--" + k.replace("_", "-")
             value = f"{flag} {shlex.quote(str(v))}"
             args.append(flag if v is True else f"--no-{flag[2:]}" if v is False else value)
-    return " ".join(["python -m training train", *args])
+    launcher = (
+        f"torchrun --standalone --nproc_per_node={processes} -m training"
+        if processes > 1
+        else "python -m training"
+    )
+    return " ".join([launcher, "train", *args])
 
 
 def export_onnx(net: ConvNet, ckpt: dict[str, Any], out: Path, version: str = "1.0.0") -> Path:

@@ -326,7 +326,7 @@ def train(cfg: TrainConfig) -> Path:
         dist.barrier()
     best = out / "best.pt"
     if main:
-        record_run(best, history, machine_description(device))
+        record_run(best, history, machine_description(device), world)
         calibrate(best, val_x, val_y)
         plot_curves(history, out / "curves.png")
         (out / "history.json").write_text(json.dumps(history, indent=1))
@@ -346,10 +346,13 @@ def machine_description(device: torch.device) -> str:
     )
 
 
-def record_run(best: Path, history: list[dict[str, float]], machine: str) -> None:
-    """best.pt was saved mid-run: give it the whole run's history and the machine it ran on."""
+def record_run(
+    best: Path, history: list[dict[str, float]], machine: str, processes: int = 1
+) -> None:
+    """best.pt was saved mid-run: give it the whole run's history, the machine it ran on and how
+    many processes trained it (torchrun's --nproc_per_node, for the card's command)."""
     ckpt = torch.load(best, map_location="cpu", weights_only=False)
-    ckpt["history"], ckpt["machine"] = history, machine
+    ckpt["history"], ckpt["machine"], ckpt["processes"] = history, machine, processes
     torch.save(ckpt, best)
 
 
