@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,16 +62,36 @@ BN_PICTURES = 4096  # training pictures that measure an average's BatchNorm stat
 
 
 @torch.no_grad()
+def training_pictures(
+    xb: torch.Tensor, cfg: TrainConfig, flip: bool, gen: torch.Generator
+) -> torch.Tensor:
+    """A uint8 NHWC batch as the network trains on it: rescaled, cropped and flipped, degraded
+    like a photo, erased."""
+    xb = rescale(xb, cfg.scale, gen)
+    xb = augment(xb, cfg.crop_pad, flip, gen)
+    return random_erase(photo_degrade(xb, cfg.photo, gen), cfg.erase, gen)
+
+
 def refresh_batchnorm(
-    net: nn.Module, x: np.ndarray, mean: list[float], std: list[float], batch: int = 512
+    net: nn.Module,
+    x: np.ndarray,
+    mean: list[float],
+    std: list[float],
+    batch: int = 512,
+    pictures: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    seed: int = 0,
 ) -> nn.Module:
-    """A copy of ``net`` whose BatchNorm statistics are measured afresh on pictures ``x``.
+    """A copy of ``net`` whose BatchNorm statistics are measured afresh on pictures ``x``, each
+    batch passed through ``pictures`` (with one generator seeded by ``seed``) first.
 
     An average of weights is a network nobody trained: the statistics its BatchNorm layers
     carry (an average of other networks' statistics) do not describe its own activations,
     and early in a run, while the weights still move fast, they are far off (validation
     accuracy 20 % against the trained network's 85 % after 5 epochs of Fashion-MNIST). SWA's
-    ``update_bn`` does the same; the pictures are unaugmented, as the service's are.
+    ``update_bn`` does the same. The pictures should be augmented as in training: the later
+    layers learnt to expect statistics of erased, shifted pictures, and measured on clean ones
+    the 80-epoch default run's average scored 94.48 % on the test set, against 94.75 % measured
+    on training_pictures (validation 95.06 and 95.30 %).
     """
     import copy
 
@@ -83,9 +104,13 @@ def refresh_batchnorm(
         m.momentum = None  # a cumulative average over the batches: every picture counts alike
     device = next(fresh.parameters()).device
     m_, s_ = torch.tensor(mean, device=device), torch.tensor(std, device=device)
+    gen = torch.Generator().manual_seed(seed)
     fresh.train()
     for i in range(0, len(x), batch):
-        fresh(to_input(torch.from_numpy(x[i : i + batch]).to(device), m_, s_))
+        xb = torch.from_numpy(x[i : i + batch])
+        if pictures is not None:
+            xb = pictures(xb, gen)
+        fresh(to_input(xb.to(device), m_, s_))
     for m in norms:
         m.momentum = 0.1  # back to PyTorch's default, for whoever trains it further
     return fresh.eval()
@@ -244,10 +269,7 @@ def train(cfg: TrainConfig) -> Path:
         )
         for step in bar:
             idx = order[step * local_batch : (step + 1) * local_batch]
-            xb = rescale(tx[idx], cfg.scale, gen)
-            xb = augment(xb, cfg.crop_pad, flip, gen)
-            xb = random_erase(photo_degrade(xb, cfg.photo, gen), cfg.erase, gen)
-            xb = xb.to(device, non_blocking=True)
+            xb = training_pictures(tx[idx], cfg, flip, gen).to(device, non_blocking=True)
             yb = ty[idx].to(device, non_blocking=True)
             xb = to_input(xb, m, s)
             if device.type == "cpu":
@@ -269,7 +291,10 @@ def train(cfg: TrainConfig) -> Path:
                             img_s=f"{rate:.0f}")  # fmt: skip
         bar.close()
         if averaged is not None:  # the average's own statistics; the average goes on unchanged
-            kept = refresh_batchnorm(averaged.module, train_x[:BN_PICTURES], mean, std)
+            kept = refresh_batchnorm(
+                averaged.module, train_x[:BN_PICTURES], mean, std, local_batch,
+                lambda xb, g: training_pictures(xb, cfg, flip, g), cfg.seed,
+            )  # fmt: skip
         val_logits = predict_logits(kept, val_x, mean, std)
         val_loss = float(criterion(torch.from_numpy(val_logits), torch.from_numpy(val_y)))
         val_acc = float((val_logits.argmax(1) == val_y).mean())
