@@ -61,7 +61,6 @@ def predict_logits(
 BN_PICTURES = 4096  # training pictures that measure an average's BatchNorm statistics
 
 
-@torch.no_grad()
 def training_pictures(
     xb: torch.Tensor, cfg: TrainConfig, flip: bool, gen: torch.Generator
 ) -> torch.Tensor:
@@ -72,6 +71,7 @@ def training_pictures(
     return random_erase(photo_degrade(xb, cfg.photo, gen), cfg.erase, gen)
 
 
+@torch.no_grad()
 def refresh_batchnorm(
     net: nn.Module,
     x: np.ndarray,
@@ -371,9 +371,7 @@ def machine_description(device: torch.device) -> str:
     )
 
 
-def record_run(
-    best: Path, history: list[dict[str, float]], machine: str, processes: int = 1
-) -> None:
+def record_run(best: Path, history: list[dict[str, float]], machine: str, processes: int) -> None:
     """best.pt was saved mid-run: give it the whole run's history, the machine it ran on and how
     many processes trained it (torchrun's --nproc_per_node, for the card's command)."""
     ckpt = torch.load(best, map_location="cpu", weights_only=False)
